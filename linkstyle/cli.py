@@ -1,0 +1,62 @@
+"""Shared plumbing of the stage scripts: one-line errors, devices, threads, params.
+
+The library raises `UserError` for bad input; `run` prints it as a single
+`error: ...` line and exits with status 2 instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import typer
+
+from .config import from_params
+from .errors import UserError
+from .io import read_params
+
+T = TypeVar("T")
+
+
+def run(fn: Callable) -> None:
+    """`typer.run(fn)`, with UserError shown as one line (exit status 2)."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(fn)
+    try:
+        app(standalone_mode=False)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as e:
+        code = getattr(e, "exit_code", getattr(e, "code", 0))
+        sys.exit(code)
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+def section(params: Path, name: str, cls: type[T]) -> T:
+    """The params.yaml section `name` as the frozen dataclass `cls`."""
+    return from_params(cls, read_params(params, name), name, source=str(params))
+
+
+def device(name: str = "auto"):
+    """Resolve 'auto' to CUDA when present, and cap CPU threads at the cores we have."""
+    import torch
+
+    torch.set_num_threads(max(1, min(os.cpu_count() or 1, int(os.environ.get("LINKSTYLE_THREADS", os.cpu_count() or 1)))))
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' requested but CUDA is not available; set device: auto or cpu in params.yaml")
+    return torch.device(name)
+
+
+def progress_enabled() -> bool:
+    return os.environ.get("LINKSTYLE_PROGRESS", "1") != "0"
