@@ -114,11 +114,16 @@ class MLPLink(nn.Module):
         return self.core(z) * self.w_std + self.w_mean
 
 
+def link_device(module: nn.Module) -> torch.device:
+    """Where a link lives: every link holds buffers (linear links hold nothing else)."""
+    return next(iter(module.buffers())).device
+
+
 @torch.no_grad()
 def predict_w(module: nn.Module, r: Any, batch_size: int = 8192) -> np.ndarray:
     """Apply a link to r (array or tensor) in batches on the module's device; float64 numpy out."""
     module.eval()
-    device = next(iter(module.buffers())).device
+    device = link_device(module)
     r = torch.as_tensor(np.asarray(r) if not isinstance(r, torch.Tensor) else r)
     outs = [module(r[i:i + batch_size].to(device)).double().cpu() for i in range(0, len(r), batch_size)]
     return torch.cat(outs).numpy() if outs else np.zeros((0, getattr(module, "w_dim", 0)))
