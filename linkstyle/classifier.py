@@ -408,7 +408,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, cfg: ClassifierTrai
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss) * len(y)
+            loss_sum += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             bar.update(1)

@@ -1,0 +1,40 @@
+"""Tiny models built offline, shared by the tests: same architectures as the pipeline's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from linkstyle.classifier import SmallResNet
+from linkstyle.stylegen import StyleGen, StyleGenConfig
+from linkstyle.world import CLASS_NAMES, PART_NAMES
+
+
+@pytest.fixture(scope="session")
+def tiny_gen() -> StyleGen:
+    """An untrained default-architecture generator whose class priors are well apart."""
+    torch.manual_seed(0)
+    g = StyleGen(StyleGenConfig(w_dim=16, channels=(16, 16, 8, 8), encoder_channels=(8, 8, 8)), CLASS_NAMES, PART_NAMES)
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(len(CLASS_NAMES)), 100)
+    g.fit_prior(rng.normal(size=(len(labels), 16)) + 3.0 * labels[:, None], labels)
+    return g.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_clf() -> SmallResNet:
+    """An untrained small ResNet with the world's classes (r has 16 units)."""
+    torch.manual_seed(0)
+    return SmallResNet(CLASS_NAMES, widths=(8, 16)).eval()
+
+
+@pytest.fixture()
+def biased_clf() -> SmallResNet:
+    """A classifier that calls everything the first class: the others are never kept."""
+    torch.manual_seed(0)
+    m = SmallResNet(CLASS_NAMES, widths=(8, 16)).eval()
+    with torch.no_grad():
+        m.fc.weight.zero_()
+        m.fc.bias.copy_(torch.tensor([10.0] + [0.0] * (len(CLASS_NAMES) - 1)))
+    return m

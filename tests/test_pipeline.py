@@ -1,0 +1,131 @@
+"""End to end: the quick parameter set through real `dvc repro` in a fresh git repository.
+
+One repository is built per test session (the module fixture): the whole pipeline runs
+once, then the tests read its outputs and metrics, check that a second `dvc repro`
+reruns nothing, and that a classifier parameter reruns the classifier and what depends
+on it but neither the world nor the generator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "tests" / "params_quick.yaml"
+
+
+def _env() -> dict:
+    env = dict(os.environ, LINKSTYLE_PROGRESS="0")
+    # The stages run `python` from PATH: make it this interpreter, so the pipeline sees
+    # the same environment (and the same installed linkstyle) as the tests.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+def _dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return _run([sys.executable, "-m", "dvc", *args], cwd, check)
+
+
+def _ran(output: str) -> set[str]:
+    """Stages that `dvc repro` ran, from its 'Running stage' lines."""
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("pipeline")
+    for name in ("stages", "linkstyle"):
+        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", d / "dvc.yaml")
+    shutil.copy(QUICK, d / "params.yaml")
+    shutil.copy(ROOT / ".dvcignore", d / ".dvcignore")
+    (d / ".gitignore").write_text("/data/\n__pycache__/\n")
+    _run(["git", "init", "-q"], d)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "init"], d)
+    _dvc("init", "-q", cwd=d)
+    _dvc("config", "core.analytics", "false", cwd=d)
+    first = _dvc("repro", cwd=d)
+    second = _dvc("repro", cwd=d)
+    return {"dir": d, "first": first.stdout, "second": second.stdout}
+
+
+def _metrics(d: Path, name: str) -> dict:
+    return json.loads((d / "reports" / name).read_text())
+
+
+def test_every_stage_ran_and_wrote_its_outputs(repo):
+    d = repo["dir"]
+    stages = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    assert _ran(repo["first"]) == stages
+    for path in ("data/world.h5", "data/generator.pt", "data/classifier.pt", "data/pairs.h5", "data/links/ridge.pt",
+                 "data/links/ols.pt", "data/segmenter.pt", "data/tuning.h5", "data/changes.parquet",
+                 "reports/figures/generated_samples.png", "reports/figures/similarity.png", "reports/figures/cycle.png"):
+        assert (d / path).exists(), path
+    assert (d / "dvc.lock").exists()
+
+
+def test_metrics_are_written_and_sane(repo):
+    d = repo["dir"]
+    clf = _metrics(d, "classifier.json")
+    assert 0.8 <= clf["test_accuracy"] <= 1.0
+    quality = _metrics(d, "quality.json")
+    fd = quality["frechet_r"]
+    assert fd["real_vs_real"] >= 0 and fd["real_vs_generated_psi1"] > fd["real_vs_real"]
+    pairs = _metrics(d, "pairs.json")
+    assert set(pairs["acceptance"]) == {"train", "test"}
+    assert all(0 < a <= 1 for a in pairs["acceptance"]["train"].values())
+    sim = _metrics(d, "similarity.json")
+    assert sim["ari"]["R"]["mean"] > sim["ari"]["control_shuffled"]["mean"] + 0.3
+    link = _metrics(d, "link.json")
+    assert link["kinds"]["ridge"]["test_r2"] > 0.5
+    cycle = _metrics(d, "cycle.json")
+    assert cycle["ssim_distance"]["mean"] < cycle["ssim_distance_baseline"]["mean"]
+
+
+def test_pairs_file_schema(repo):
+    with h5py.File(repo["dir"] / "data/pairs.h5", "r") as f:
+        for split in ("train", "test"):
+            n = {len(f[split][k]) for k in ("w", "r", "logits", "label", "seed")}
+            assert len(n) == 1
+            assert f[split]["r"].chunks is not None and f[split]["r"].compression == "gzip"
+        seeds = list(f["train"]["seed"][:]) + list(f["test"]["seed"][:])
+        assert len(set(seeds)) == len(seeds), "every sample has its own seed"
+        assert "generator_fingerprint" in f.attrs and "classifier_fingerprint" in f.attrs
+
+
+def test_changes_table_is_tidy(repo):
+    changes = pd.read_parquet(repo["dir"] / "data/changes.parquet")
+    assert {"unit", "seed", "class", "part", "metric", "change"} <= set(changes.columns)
+    assert {"segmenter", "ground_truth"} == set(changes["source"])
+
+
+def test_second_repro_reruns_nothing(repo):
+    assert _ran(repo["second"]) == set()
+
+
+def test_classifier_param_reruns_only_what_depends_on_it(repo):
+    d = repo["dir"]
+    params = yaml.safe_load((d / "params.yaml").read_text())
+    params["train_classifier"]["epochs"] += 1
+    (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _dvc("repro", "--dry", cwd=d).stdout
+    ran = _ran(out)
+    assert "train_classifier" in ran
+    assert not {"world", "train_generator", "train_segmenter"} & ran
