@@ -1,0 +1,122 @@
+"""Pair sampling: batched throughput against a reference-style per-image loop, and memory.
+
+Usage: python benchmarks/pairs_speed.py [--generator data/generator.pt --classifier data/classifier.pt]
+       [--n 300] [--n-small 1000] [--n-large 20000] [--skip-memory]
+
+Throughput: the same work (sample w, render, 8-bit image, preprocess, classify) done
+(a) by `linkstyle.pairs` in batches and (b) the way the reference code does it, one image
+at a time with a PIL round trip, on the same models, side by side in one run.
+Memory: peak resident memory of `sample_pairs` in a fresh process at n_small vs n_large
+pairs per class; streaming to HDF5 should keep the two within 20%.
+Without checkpoints the default architectures are built untrained (same cost per image).
+Prints figures only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def models(generator: str | None, classifier: str | None):
+    from linkstyle.classifier import SmallResNet, load_classifier
+    from linkstyle.stylegen import StyleGen, StyleGenConfig, load_stylegen
+    from linkstyle.world import CLASS_NAMES, PART_NAMES
+
+    if generator and Path(generator).exists():
+        gen = load_stylegen(generator)
+    else:
+        torch.manual_seed(0)
+        gen = StyleGen(StyleGenConfig(), CLASS_NAMES, PART_NAMES).eval()
+        labels = np.repeat(np.arange(5), 200)
+        gen.fit_prior(np.random.default_rng(0).normal(size=(1000, gen.w_dim)) + labels[:, None], labels)
+    clf = load_classifier(classifier) if classifier and Path(classifier).exists() else SmallResNet(CLASS_NAMES).eval()
+    return gen, clf
+
+
+def per_image_loop(gen, clf, seeds, c, psi):
+    """Reference style: one seed, one render, PIL round trip, preprocess, classify."""
+    from PIL import Image
+
+    from linkstyle.generator import to_uint8
+
+    out = []
+    with torch.inference_mode():
+        for s in seeds:
+            w = gen.sample_w([int(s)], [c], psi)
+            img = gen.synthesize(w, 1)
+            pil = Image.fromarray(to_uint8(img)[0].numpy())
+            x = torch.from_numpy(np.asarray(pil)).permute(2, 0, 1)[None].float() / 255.0
+            r = clf.features(clf.normalise(clf.resize(x)))
+            out.append((w.numpy(), r.numpy(), clf.logits_from_r(r).numpy()))
+    return out
+
+
+def peak_rss_mb(n_per_class: int, generator, classifier) -> tuple[float, float]:
+    """(peak RSS in MB, seconds) of one sample_pairs run in a fresh process."""
+    code = f"""
+import resource, sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from pairs_speed import models
+from linkstyle.pairs import PairsConfig, sample_pairs
+gen, clf = models({generator!r}, {classifier!r})
+cfg = PairsConfig(n_train_per_class={n_per_class}, n_test_per_class=10, keep_correct=False, batch_size=256, device='cpu')
+t = time.perf_counter()
+sample_pairs(gen, clf, cfg, sys.argv[1], {{}}, progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.perf_counter() - t)
+"""
+    with tempfile.TemporaryDirectory() as d:
+        out = subprocess.run([sys.executable, "-c", code, os.path.join(d, "p.h5")], capture_output=True, text=True, check=True)
+    mb, sec = out.stdout.split()
+    return float(mb), float(sec)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--generator", default="data/generator.pt")
+    ap.add_argument("--classifier", default="data/classifier.pt")
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--n-small", type=int, default=1000)
+    ap.add_argument("--n-large", type=int, default=20000)
+    ap.add_argument("--skip-memory", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    from linkstyle.pairs import _draw
+
+    gen, clf = models(a.generator, a.classifier)
+    seeds = 10_000_000 + np.arange(a.n)
+    _draw(gen, clf, seeds[:8], 0, 0.7)  # warm-up
+    t = time.perf_counter()
+    for i in range(0, a.n, 256):
+        _draw(gen, clf, seeds[i : i + 256], 0, 0.7)
+    batched = a.n / (time.perf_counter() - t)
+    t = time.perf_counter()
+    ref = per_image_loop(gen, clf, seeds, 0, 0.7)
+    loop = a.n / (time.perf_counter() - t)
+    w, r, _ = _draw(gen, clf, seeds[:4], 0, 0.7)
+    same = np.allclose(np.concatenate([x[1] for x in ref[:4]]), r, atol=1e-4)
+    print(f"pair sampling, {a.n} pairs, {torch.get_num_threads()} threads:")
+    print(f"  batched (linkstyle.pairs) {batched:9.1f} pairs/s")
+    print(f"  per-image loop + PIL      {loop:9.1f} pairs/s")
+    print(f"  speed-up                  {batched / loop:9.1f} x   (same r: {same})")
+    if a.skip_memory:
+        return
+    small = peak_rss_mb(a.n_small, a.generator, a.classifier)
+    large = peak_rss_mb(a.n_large, a.generator, a.classifier)
+    print(f"sample_pairs peak memory (fresh process, 5 classes, keep_correct off):")
+    print(f"  {a.n_small:6d} pairs/class  {small[0]:8.1f} MB  ({small[1]:.0f} s)")
+    print(f"  {a.n_large:6d} pairs/class  {large[0]:8.1f} MB  ({large[1]:.0f} s)")
+    print(f"  ratio                    {large[0] / small[0]:8.3f}")
+
+
+if __name__ == "__main__":
+    main()
