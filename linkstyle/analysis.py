@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping, Optional
 
 import numpy as np
@@ -481,3 +482,30 @@ def plot_strips(tables: Mapping[str, pd.DataFrame], tuning, path: str | os.PathL
                         "text above each seed: that seed's change")
     fig.suptitle("Most selective units per part: renders across steps")
     _save(fig, path, dpi)
+
+
+def read_changes(path: str | os.PathLike, cfg: AnalysisConfig) -> pd.DataFrame:
+    """Only the configured source's and metrics' rows: the full table holds every metric twice."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    fix = "rerun dvc repro quantify_parts"
+    if not path.exists():
+        raise UserError(f"{path}: not found; run dvc repro quantify_parts first")
+    try:
+        names = set(pq.read_schema(path).names)
+        missing = [c for c in COLUMNS if c not in names]
+        if missing:
+            raise UserError(f"{path}: no column {missing[0]!r}; not written by this version of quantify_parts, {fix}")
+        df = pd.read_parquet(path, columns=list(COLUMNS),
+                             filters=[("source", "==", cfg.source), ("metric", "in", list(cfg.metrics))])
+        held = None
+        if df.empty or not set(cfg.metrics) <= set(df["metric"].unique()):  # say what the file does hold
+            held = pd.read_parquet(path, columns=["source", "metric"]).drop_duplicates()
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise UserError(f"{path}: not a readable parquet file ({str(e).splitlines()[0][:120]}); delete it and {fix}") from None
+    if held is not None:
+        raise UserError(f"{path}: no changes of source {cfg.source!r} for every metric of {list(cfg.metrics)}; it holds "
+                        f"sources {sorted(held['source'].unique())} and metrics {sorted(held['metric'].unique())}; "
+                        "fix analyze_units.source or analyze_units.metrics")
+    return df
