@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import check
 from .errors import UserError
-from .segmenter import SegmenterConfig, generator_features, iou_table, load_mask_folder, segment, train_segmenter
+from .segmenter import SegmenterConfig, generator_maps, iou_table, load_mask_folder, segment_w, train_segmenter
 
 
 @dataclass(frozen=True)
@@ -48,14 +48,13 @@ def fit_segmenter(gen, model_cfg: SegmenterConfig, cfg: FewShotConfig, progress:
     w = gen.sample_w(seeds, classes, cfg.psi)
     if masks is None:
         masks = gen.part_maps(w).cpu().numpy()
-    feats = generator_features(gen, w, model_cfg.layers, model_cfg.upsample)
-    model, history = train_segmenter(feats, masks, names, model_cfg, progress=progress)
+    maps = generator_maps(gen, w, model_cfg.layers)
+    model, history = train_segmenter(maps, masks, names, model_cfg, progress=progress)
     metrics = {"n_shots": int(len(seeds)), "train_pixel_accuracy": history["pixel_acc"][-1]}
     if gen.part_names is not None and list(gen.part_names) == list(names):
         ev_seeds = cfg.seed_base + 1_000_000 + np.arange(cfg.n_eval)
         ev_w = gen.sample_w(ev_seeds, np.arange(cfg.n_eval) % gen.n_classes, cfg.psi)
-        pred = np.concatenate([segment(model, generator_features(gen, ev_w[i : i + 64], model.layers, model.upsample))
-                               for i in range(0, cfg.n_eval, 64)])
+        pred = segment_w(model, gen, ev_w)
         table = iou_table(pred, gen.part_maps(ev_w).cpu().numpy(), names)
         metrics.update(mean_iou=table["mean_iou"], iou=table["iou"], pixel_accuracy=table["pixel_accuracy"], n_eval=cfg.n_eval)
     return model, metrics

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from . import h5
 from .config import check
 from .parts import find_regions, match_regions, measure_parts, part_changes
-from .segmenter import generator_features, segment
+from .segmenter import segment_w
 
 TUNING_FIELDS = ("renders", "w", "units", "seeds", "classes")
 
@@ -44,14 +44,6 @@ class QuantifyConfig:
         check(self.min_part_area >= 0, "min_part_area", "must be >= 0")
         check(self.units_per_block >= 1, "units_per_block", "must be >= 1")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
-
-
-def segment_renders(gen, segmenter, w: torch.Tensor, batch_size: int) -> np.ndarray:
-    out = []
-    for i in range(0, len(w), batch_size):
-        feats = generator_features(gen, w[i : i + batch_size], segmenter.layers, segmenter.upsample, batch_size)
-        out.append(segment(segmenter, feats, batch_size))
-    return np.concatenate(out)
 
 
 def _block_tables(images, masks, keys, names, cfg: QuantifyConfig, n_steps: int):
@@ -90,7 +82,7 @@ def quantify_tuning(tuning_path, gen, segmenter, cfg: QuantifyConfig, progress: 
                 "class": np.tile(np.repeat(classes, T), b - a),
                 "step": np.tile(np.arange(T), (b - a) * S),
             })
-            sources = {"segmenter": segment_renders(gen, segmenter, w, cfg.batch_size)}
+            sources = {"segmenter": segment_w(segmenter, gen, w, cfg.batch_size)}
             if has_gt:
                 sources["ground_truth"] = f["parts_gt"][a:b].reshape(n, *f["parts_gt"].shape[3:])
             for source, masks in sources.items():

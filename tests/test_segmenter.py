@@ -17,11 +17,13 @@ from linkstyle.segmenter import (
     FewShotSegmenter,
     SegmenterConfig,
     generator_features,
+    generator_maps,
     iou_table,
     load_mask_folder,
     load_segmenter,
     save_segmenter,
     segment,
+    segment_w,
     stack_features,
     train_segmenter,
 )
@@ -133,6 +135,50 @@ def test_reference_architecture_shapes():
     assert [c.out_channels for c in convs] == [128, 64, 64, 32, 3]
     assert [c.dilation[0] for c in convs] == [1, 2, 1, 2, 1]
     assert model(torch.randn(2, 20, 32, 32)).shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
+@pytest.mark.parametrize("dilations", [(1, 2, 1, 2, 1), (2, 1, 1, 2, 1), (3, 1, 1, 1, 1)])
+def test_maps_path_equals_stacked_path(upsample, dilations):
+    """The transposed-conv first layer on unstacked maps gives the stacked path's logits."""
+    g = torch.Generator().manual_seed(0)
+    maps = [torch.randn(3, c, s, s, generator=g) * (1 + i) + i for i, (c, s) in enumerate(zip((5, 6, 7, 8), (4, 8, 16, 32)))]
+    torch.manual_seed(1)
+    model = FewShotSegmenter(26, LABELS, (16, 8, 8, 8), dilations, upsample=upsample).eval()
+    model.in_mean.normal_(generator=g)
+    model.in_std.uniform_(0.5, 2.0, generator=g)
+    with torch.no_grad():
+        stacked = model(stack_features(maps, RES, layers=range(4), mode=upsample))
+        unstacked = model(maps, RES)
+        assert torch.allclose(stacked, unstacked, atol=1e-5), (stacked - unstacked).abs().max()
+        # no full-size map at all: only transposed convs
+        coarse = FewShotSegmenter(18, LABELS, (4, 4, 4, 4), dilations, upsample=upsample).eval()
+        assert torch.allclose(coarse(maps[:3], RES), coarse(stack_features(maps[:3], RES, layers=range(3), mode=upsample)),
+                              atol=1e-5)
+    with pytest.raises(UserError, match="larger than"):
+        segment(model, maps, size=16)
+
+
+def test_generator_maps_and_segment_w_match_stacked(data, trained):
+    model, _ = trained
+    gen = FakeGenerator()
+    w = torch.full((6, 4), 5.0)
+    maps = generator_maps(gen, w, model.layers, batch_size=6)
+    assert [m.shape[-1] for m in maps] == [4, 8, 16, 32] and not maps[0].is_inference()
+    stacked = generator_features(gen, w, model.layers, batch_size=6)
+    assert np.array_equal(segment(model, maps, batch_size=4), segment(model, stacked, batch_size=4))
+    assert np.array_equal(segment_w(model, gen, w, batch_size=6), segment(model, stacked))
+
+
+def test_training_on_maps_matches_training_on_stacked(data):
+    train_m = blob_masks(4, 0)
+    maps = [m for i, m in enumerate(fake_maps(train_m, 10)) if i % 2 == 0]
+    cfg = dataclasses.replace(CFG, epochs=3, hflip=True)
+    a, ha = train_segmenter(stack_features(maps, RES, layers=range(4)), train_m, LABELS, cfg, progress=False)
+    b, hb = train_segmenter(maps, train_m, LABELS, cfg, progress=False)
+    assert np.allclose(ha["loss"], hb["loss"], rtol=1e-4)
+    assert torch.allclose(a.in_mean, b.in_mean) and torch.allclose(a.in_std, b.in_std)
+    assert torch.allclose(a.net[0].weight, b.net[0].weight, atol=1e-4)
 
 
 def test_segment_is_batch_size_independent(data, trained):
