@@ -9,6 +9,7 @@ touch it through `Generator`:
 - `synthesize(w)`: batched images in [-1, 1], [N, 3, H, W].
 - `synthesis_features(w)`: the intermediate synthesis feature maps (few-shot segmenter).
 - `part_maps(w)`: per-pixel part labels where the generator has them (the default does).
+- `render(w)`: images and part maps together, from one synthesis pass where possible.
 - metadata: `w_dim`, `num_ws`, `z_dim`, `n_classes`, `resolution`, `class_names`.
 
 w is passed around as [N, w_dim] (one copy); synthesis repeats it `num_ws` times, as in
@@ -59,6 +60,10 @@ class Generator(nn.Module):
     def _parts(self, w: torch.Tensor) -> torch.Tensor | None:
         """w [N, w_dim] -> part labels uint8 [N, H, W], or None if the generator has none."""
         return None
+
+    def _render(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(image, part labels or None); override when one synthesis pass yields both."""
+        return self._synthesis(w, False)[0], self._parts(w)
 
     # -- shared ----------------------------------------------------------------------------
     @property
@@ -120,6 +125,16 @@ class Generator(nn.Module):
         if self.part_names is None:
             return None
         return torch.cat([self._parts(w[i : i + batch_size]) for i in range(0, len(w), batch_size)])
+
+    @torch.inference_mode()
+    def render(self, w: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(images in [-1, 1] [N, 3, H, W], part labels uint8 [N, H, W] or None), batched."""
+        w = self._check_w(w)
+        out = [self._render(w[i : i + batch_size]) for i in range(0, len(w), batch_size)]
+        if not out:
+            return self.synthesize(w), self.part_maps(w)
+        images = torch.cat([o[0] for o in out])
+        return images, (torch.cat([o[1] for o in out]) if out[0][1] is not None else None)
 
     def describe(self) -> dict:
         return dict(

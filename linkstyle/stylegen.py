@@ -160,6 +160,10 @@ class StyleGen(Generator):
     def _parts(self, w):
         return self.synthesis(w)[1].argmax(1).to(torch.uint8)
 
+    def _render(self, w):
+        img, parts, _ = self.synthesis(w)
+        return img, parts.argmax(1).to(torch.uint8)
+
     def config_dict(self) -> dict:
         return dict(
             arch="stylegen", w_dim=self.cfg.w_dim, resolution=self.cfg.resolution,

@@ -135,7 +135,7 @@ def tune_units(gen, clf, link, r_base: np.ndarray, seeds: np.ndarray, classes: n
             r.scatter_(3, idx[:, None, None, None].expand(n, S, T, 1), v[:, None, :, None].expand(n, S, T, 1))
             flat = r.reshape(-1, R)
             w = link(flat).to(dev)
-            img = gen.synthesize(w, cfg.batch_size)
+            img, parts = gen.render(w, cfg.batch_size)
             r_t, _ = clf.represent(img, batch_size=cfg.batch_size)
             flat_c = flat.cpu()
             unit_t = r_t.gather(1, torch.as_tensor(u).repeat_interleave(S * T)[:, None])[:, 0]
@@ -147,7 +147,7 @@ def tune_units(gen, clf, link, r_base: np.ndarray, seeds: np.ndarray, classes: n
             ds["r_tilde_unit"][a : a + n] = unit_t.numpy().reshape(n, S, T)
             ds["r_tilde_corr"][a : a + n] = corr.numpy().reshape(n, S, T)
             if "parts_gt" in ds:
-                ds["parts_gt"][a : a + n] = gen.part_maps(w, cfg.batch_size).cpu().numpy().reshape(n, S, T, res, res)
+                ds["parts_gt"][a : a + n] = parts.cpu().numpy().reshape(n, S, T, res, res)
             ut = unit_t.numpy().reshape(n, S, T)
             moved.append(ut[:, :, -1] - ut[:, :, 0])
             reached.append((values[a : a + n, -1] - values[a : a + n, 0])[:, None].repeat(S, 1))

@@ -34,6 +34,9 @@ def test_shapes_and_ranges(gen):
     assert [f.shape[-1] for f in feats] == [4, 8, 8, 16, 16, 32, 32]
     u8 = to_uint8(img)
     assert u8.shape == (3, 32, 32, 3) and u8.dtype == torch.uint8
+    # one pass for both, same answers as the two separate calls
+    img2, parts2 = gen.render(w, batch_size=2)
+    assert torch.equal(img2, gen.synthesize(w, batch_size=2)) and torch.equal(parts2, gen.part_maps(w, batch_size=2))
 
 
 def test_same_seed_same_sample_whatever_the_batch(gen):
