@@ -152,11 +152,40 @@ def _dense_levels(grey: np.ndarray) -> np.ndarray:
     return (np.cumsum(present) - 1).astype(np.uint16)[grey]
 
 
-def _measure_chunk(images: np.ndarray, masks: np.ndarray, n_parts: int, entropy_radius: int) -> np.ndarray:
+def _entropy_chunk(images: np.ndarray, entropy_radius: int) -> np.ndarray:
     import cv2
     from skimage.filters import rank
     from skimage.morphology import disk
 
+    n, h, w = images.shape[:3]
+    if not n:
+        return np.zeros((0, h, w))
+    # cv2 uses the same 0.299/0.587/0.114 weights as luminance, rounded to uint8 as
+    # rank filters need; one call for the whole chunk viewed as one tall image.
+    grey = cv2.cvtColor(np.ascontiguousarray(images.reshape(n * h, w, 3)), cv2.COLOR_RGB2GRAY).reshape(n, h, w)
+    footprint = disk(entropy_radius)
+    return np.stack([rank.entropy(_dense_levels(g), footprint) for g in grey]).astype(np.float64)
+
+
+def local_entropy(images, entropy_radius: int = 5, n_jobs: int = 1, chunk_size: Optional[int] = None) -> np.ndarray:
+    """Local entropy (bits) of each image's grey levels: float64 [N, H, W].
+
+    skimage.filters.rank.entropy with disk(entropy_radius); near the border the disk is
+    cut by the border. It depends on the image only, so callers measuring one image
+    under several part maps compute it once and pass it to `measure_parts`.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise UserError(f"images must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
+    if not isinstance(entropy_radius, (int, np.integer)) or entropy_radius < 1:
+        raise UserError(f"entropy_radius must be an integer >= 1, got {entropy_radius!r}")
+    _, chunks = _map_chunks(_entropy_chunk, (images,), dict(entropy_radius=int(entropy_radius)),
+                            chunk_size, n_jobs, False, "local entropy")
+    return np.concatenate(chunks) if chunks else np.zeros(images.shape[:3])
+
+
+def _measure_chunk(images: np.ndarray, masks: np.ndarray, entropy: Optional[np.ndarray], n_parts: int,
+                   entropy_radius: int) -> np.ndarray:
     n, h, w = masks.shape
     key = (np.arange(n, dtype=np.int64)[:, None, None] * n_parts + masks).ravel()
     size = n * n_parts
@@ -167,11 +196,7 @@ def _measure_chunk(images: np.ndarray, masks: np.ndarray, n_parts: int, entropy_
     lum = images.reshape(-1, 3) @ (LUMA / 3.0)
     luminance = np.bincount(key, weights=lum, minlength=size) * inv
 
-    # cv2 uses the same 0.299/0.587/0.114 weights as luminance, rounded to uint8 as
-    # rank filters need; one call for the whole chunk viewed as one tall image.
-    grey = cv2.cvtColor(np.ascontiguousarray(images.reshape(n * h, w, 3)), cv2.COLOR_RGB2GRAY).reshape(n, h, w)
-    footprint = disk(entropy_radius)
-    ent = np.stack([rank.entropy(_dense_levels(g), footprint) for g in grey]).ravel() if n else np.zeros(0)
+    ent = (entropy if entropy is not None else _entropy_chunk(images, entropy_radius)).ravel()
     e_mean = np.bincount(key, weights=ent, minlength=size) * inv
     # Two-pass variance: no cancellation between E[x^2] and E[x]^2.
     dev = ent - e_mean[key]
@@ -186,25 +211,40 @@ def _measure_chunk(images: np.ndarray, masks: np.ndarray, n_parts: int, entropy_
     return out.reshape(n, n_parts, len(PART_METRICS))
 
 
+def _measure_chunk_own_entropy(images: np.ndarray, masks: np.ndarray, n_parts: int, entropy_radius: int) -> np.ndarray:
+    return _measure_chunk(images, masks, None, n_parts, entropy_radius)
+
+
 def measure_parts(images, masks, part_names: Sequence[str], *, entropy_radius: int = 5,
                   keys: Optional[pd.DataFrame] = None, n_jobs: int = 1, chunk_size: Optional[int] = None,
-                  progress: bool = False) -> pd.DataFrame:
+                  progress: bool = False, entropy: Optional[np.ndarray] = None) -> pd.DataFrame:
     """Tidy table (image, part, metric, value) of `PART_METRICS` for every image and part.
 
     Rows are ordered image, then part in `part_names` order, then metric. With `keys`
     (a DataFrame with one row per image, e.g. unit, seed, class, step) its columns
     replace `image`. Absent parts: area 0, other metrics NaN. Entropy is
     skimage.filters.rank.entropy (bits) with disk(entropy_radius) on the grey image;
-    near the image border the disk is cut by the border.
+    near the image border the disk is cut by the border. `entropy`: that map, precomputed
+    by `local_entropy` with the same radius (float [N, H, W]), to measure one set of
+    images under several part maps without recomputing it.
     """
     names = _check_part_names(part_names)
     masks = _check_masks(masks, len(names))
     images = _check_images(images, masks)
+    if entropy is not None:
+        entropy = np.asarray(entropy, dtype=np.float64)
+        if entropy.shape != masks.shape:
+            raise UserError(f"entropy must have the masks' shape {masks.shape} (local_entropy of the same images), "
+                            f"got {entropy.shape}")
     keys = _check_keys(keys, len(masks), ("part", "metric", "value"))
     if not isinstance(entropy_radius, (int, np.integer)) or entropy_radius < 1:
         raise UserError(f"entropy_radius must be an integer >= 1, got {entropy_radius!r}")
-    _, chunks = _map_chunks(_measure_chunk, (images, masks),
-                            dict(n_parts=len(names), entropy_radius=int(entropy_radius)),
+    fn, arrays = _measure_chunk, (images, masks)
+    if entropy is not None:
+        arrays = arrays + (entropy,)
+    else:
+        fn = _measure_chunk_own_entropy
+    _, chunks = _map_chunks(fn, arrays, dict(n_parts=len(names), entropy_radius=int(entropy_radius)),
                             chunk_size, n_jobs, progress, "measure parts")
     values = np.concatenate(chunks) if chunks else np.zeros((0, len(names), len(PART_METRICS)))
     return wide_to_tidy(values, names, PART_METRICS, keys)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from . import h5
 from .config import check
-from .parts import find_regions, match_regions, measure_parts, part_changes
+from .parts import find_regions, local_entropy, match_regions, measure_parts, part_changes
 from .segmenter import segment_w
 
 TUNING_FIELDS = ("renders", "w", "units", "seeds", "classes")
@@ -46,9 +46,9 @@ class QuantifyConfig:
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
 
 
-def _block_tables(images, masks, keys, names, cfg: QuantifyConfig, n_steps: int):
+def _block_tables(images, masks, keys, names, cfg: QuantifyConfig, n_steps: int, entropy=None):
     kw = dict(n_jobs=cfg.n_jobs)
-    meas = measure_parts(images, masks, names, entropy_radius=cfg.entropy_radius, keys=keys, **kw)
+    meas = measure_parts(images, masks, names, entropy_radius=cfg.entropy_radius, keys=keys, entropy=entropy, **kw)
     first, last = keys["step"].to_numpy() == 0, keys["step"].to_numpy() == n_steps - 1
     item = ["unit", "seed", "class"]
     kf, kl = keys[first][item].reset_index(drop=True), keys[last][item].reset_index(drop=True)
@@ -85,8 +85,9 @@ def quantify_tuning(tuning_path, gen, segmenter, cfg: QuantifyConfig, progress: 
             sources = {"segmenter": segment_w(segmenter, gen, w, cfg.batch_size)}
             if has_gt:
                 sources["ground_truth"] = f["parts_gt"][a:b].reshape(n, *f["parts_gt"].shape[3:])
+            entropy = local_entropy(images, cfg.entropy_radius, cfg.n_jobs)  # once for both sources
             for source, masks in sources.items():
-                meas, ch = _block_tables(images, masks, keys, names, cfg, T)
+                meas, ch = _block_tables(images, masks, keys, names, cfg, T, entropy)
                 meas_all.append(meas.assign(source=source))
                 ch_all.append(ch.assign(source=source))
             bar.update(n)

@@ -12,6 +12,7 @@ from linkstyle.parts import (
     CHANGE_METRICS,
     PART_METRICS,
     angle_change,
+    local_entropy,
     find_regions,
     match_regions,
     measure_parts,
@@ -307,6 +308,13 @@ def test_results_do_not_depend_on_chunking_or_jobs(world_batch):
     pd.testing.assert_frame_equal(find_regions(labels, names, chunk_size=6, n_jobs=2), find_regions(labels, names))
     pd.testing.assert_frame_equal(measure_parts(images, labels, names, chunk_size=11),
                                   measure_parts(images, labels, names))
+    # the entropy map computed once (as quantify_parts shares it between sources) changes nothing
+    ent = local_entropy(images, 5, n_jobs=2, chunk_size=5)
+    assert ent.shape == labels.shape
+    pd.testing.assert_frame_equal(measure_parts(images, labels, names, entropy=ent, chunk_size=7),
+                                  measure_parts(images, labels, names))
+    with pytest.raises(UserError, match="entropy must have"):
+        measure_parts(images, labels, names, entropy=ent[:, :5])
 
 
 def test_stage_style_tables_with_step_keys_give_the_pair_changes(world_batch):
