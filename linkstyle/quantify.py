@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from . import h5
@@ -106,10 +107,13 @@ def quantify_tuning(tuning_path, gen, segmenter, cfg: QuantifyConfig, progress: 
 
 
 def ground_truth_agreement(changes: pd.DataFrame, metrics=("area", "luminance", "entropy_mean")) -> dict:
-    """Pearson correlation of segmenter vs ground-truth changes, per metric and pooled over `metrics`.
+    """Segmenter vs ground-truth changes: Pearson and Spearman per metric, Pearson pooled.
 
-    Pooled: each metric z-scored first (so area, in relative units, and entropy, in bits,
-    weigh alike), then one correlation over all (unit, seed, part, metric) rows.
+    Pooled: each metric z-scored by the ground truth's mean and std (so area, in relative
+    units, and entropy, in bits, weigh alike), then one correlation over all (unit, seed,
+    part, metric) rows: once over `metrics` ("pooled") and once over every metric
+    ("pooled_all"). Spearman is reported beside Pearson because relative area changes of
+    parts that start small have heavy tails, which Pearson weighs by their size.
     """
     if not {"segmenter", "ground_truth"} <= set(changes["source"].unique()):
         return {}
@@ -117,17 +121,22 @@ def ground_truth_agreement(changes: pd.DataFrame, metrics=("area", "luminance", 
     seg = changes[changes["source"] == "segmenter"].set_index(key)["change"]
     gt = changes[changes["source"] == "ground_truth"].set_index(key)["change"]
     both = pd.concat([seg.rename("seg"), gt.rename("gt")], axis=1, join="inner").dropna()
-    out = {"per_metric": {}}
-    z = []
+    out = {"per_metric": {}, "per_metric_spearman": {}}
+    z, z_all = [], []
     for m, g in both.groupby(level="metric"):
         if len(g) > 2 and g["seg"].std() > 0 and g["gt"].std() > 0:
             out["per_metric"][m] = float(np.corrcoef(g["seg"], g["gt"])[0, 1])
+            out["per_metric_spearman"][m] = float(spearmanr(g["seg"], g["gt"]).statistic)
+            s = g["gt"].std()
+            pair = ((g["seg"] - g["gt"].mean()) / s, (g["gt"] - g["gt"].mean()) / s)
+            z_all.append(pair)
             if m in metrics:
-                s = g["gt"].std()
-                z.append(((g["seg"] - g["gt"].mean()) / s, (g["gt"] - g["gt"].mean()) / s))
+                z.append(pair)
+    for name, zz in (("pooled", z), ("pooled_all", z_all)):
+        if zz:
+            zs, zg = np.concatenate([a for a, _ in zz]), np.concatenate([b for _, b in zz])
+            out[name] = float(np.corrcoef(zs, zg)[0, 1])
     if z:
-        zs, zg = np.concatenate([a for a, _ in z]), np.concatenate([b for _, b in z])
-        out["pooled"] = float(np.corrcoef(zs, zg)[0, 1])
         out["pooled_metrics"] = list(metrics)
     out["n_rows"] = int(len(both))
     return out
