@@ -61,10 +61,12 @@ def per_image_loop(gen, clf, seeds, c, psi):
     return out
 
 
-def peak_rss_mb(n_per_class: int, generator, classifier) -> tuple[float, float]:
+def peak_rss_mb(n_per_class: int, generator, classifier, keep_freed: bool) -> tuple[float, float]:
     """(peak RSS in MB, seconds) of one sample_pairs run in a fresh process."""
     code = f"""
 import resource, sys, time
+from linkstyle.cli import keep_freed_memory
+if {keep_freed}: keep_freed_memory()
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from pairs_speed import models
 from linkstyle.pairs import PairsConfig, sample_pairs
@@ -88,8 +90,14 @@ def main() -> None:
     ap.add_argument("--n-small", type=int, default=1000)
     ap.add_argument("--n-large", type=int, default=20000)
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--glibc-default", action="store_true",
+                    help="leave glibc's malloc settings alone (the stages call keep_freed_memory)")
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
+    if not a.glibc_default:
+        from linkstyle.cli import keep_freed_memory
+
+        keep_freed_memory()
     from linkstyle.pairs import _draw
 
     gen, clf = models(a.generator, a.classifier)
@@ -113,8 +121,8 @@ def main() -> None:
     print(f"  speed-up                  {batched / loop:9.1f} x   (same r: {same})")
     if a.skip_memory:
         return
-    small = peak_rss_mb(a.n_small, a.generator, a.classifier)
-    large = peak_rss_mb(a.n_large, a.generator, a.classifier)
+    small = peak_rss_mb(a.n_small, a.generator, a.classifier, not a.glibc_default)
+    large = peak_rss_mb(a.n_large, a.generator, a.classifier, not a.glibc_default)
     print(f"sample_pairs peak memory (fresh process, 5 classes, keep_correct off):")
     print(f"  {a.n_small:6d} pairs/class  {small[0]:8.1f} MB  ({small[1]:.0f} s)")
     print(f"  {a.n_large:6d} pairs/class  {large[0]:8.1f} MB  ({large[1]:.0f} s)")

@@ -34,6 +34,9 @@ def main() -> None:
     if missing:
         sys.exit(f"sweep_speed: {missing[0]} not found; run `dvc repro tune_units train_segmenter` first")
     torch.set_num_threads(os.cpu_count() or 1)
+    from linkstyle.cli import keep_freed_memory
+
+    keep_freed_memory()  # as the stages do
 
     from linkstyle.classifier import load_classifier
     from linkstyle.link import load_link
