@@ -25,8 +25,10 @@ def save_checkpoint(path: str | os.PathLike, kind: str, config: dict, state_dict
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
         **extra,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Through a file object: given a path, torch.save names the zip's inner folder after the
+    # (random) temp file, so the same model would give different bytes and fingerprints.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str, map_location: str | torch.device = "cpu") -> dict:
