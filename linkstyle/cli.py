@@ -78,5 +78,25 @@ def device(name: str = "auto"):
     return torch.device(name)
 
 
+def load_linked(generator: Path, classifier: Path, link: Path, pairs: Path, split: str, keys: tuple[str, ...],
+                device) -> tuple:
+    """(generator, classifier, link, pairs split, fingerprints) for the stages that use the link.
+
+    The pairs must come from these very checkpoints (their fingerprints are checked) and
+    the link must fit their dimensions; either mismatch is a one-line UserError.
+    """
+    from .checkpoint import fingerprint
+    from .classifier import load_classifier
+    from .link import load_link
+    from .pairs import load_pairs
+    from .stylegen import load_stylegen
+
+    gen, clf = load_stylegen(generator, device), load_classifier(classifier, device)
+    fps = {"generator_fingerprint": fingerprint(generator), "classifier_fingerprint": fingerprint(classifier)}
+    data = load_pairs(pairs, split, keys, expect=fps)
+    lnk = load_link(link, r_dim=clf.n_units, w_dim=gen.w_dim, device=device)
+    return gen, clf, lnk, data, fps
+
+
 def progress_enabled() -> bool:
     return os.environ.get("LINKSTYLE_PROGRESS", "1") != "0"

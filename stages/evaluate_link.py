@@ -3,24 +3,16 @@
 from pathlib import Path
 
 from linkstyle import cli
-from linkstyle.checkpoint import fingerprint
-from linkstyle.classifier import load_classifier
 from linkstyle.cycle import CycleConfig, plot_cycle, run_cycle, summarize_cycle
 from linkstyle.io import write_json
-from linkstyle.link import load_link
-from linkstyle.pairs import load_pairs
-from linkstyle.stylegen import load_stylegen
 
 
 def main(params: Path = Path("params.yaml"), pairs: Path = Path("data/pairs.h5"), links: Path = Path("data/links"),
          generator: Path = Path("data/generator.pt"), classifier: Path = Path("data/classifier.pt"),
          metrics: Path = Path("reports/cycle.json"), figure: Path = Path("reports/figures/cycle.png")):
     cfg = cli.section(params, "evaluate_link", CycleConfig)
-    dev = cli.device(cfg.device)
-    gen, clf = load_stylegen(generator, dev), load_classifier(classifier, dev)
-    test = load_pairs(pairs, "test", ("w", "r", "label"),
-                      expect={"generator_fingerprint": fingerprint(generator), "classifier_fingerprint": fingerprint(classifier)})
-    link = load_link(links / f"{cfg.link}.pt", r_dim=clf.n_units, w_dim=gen.w_dim, device=dev)
+    gen, clf, link, test, _ = cli.load_linked(generator, classifier, links / f"{cfg.link}.pt", pairs, "test",
+                                              ("w", "r", "label"), cli.device(cfg.device))
     res = run_cycle(gen, clf, link, test["w"], test["r"], test["label"], cfg, progress=cli.progress_enabled())
     m = summarize_cycle(res, test["w"], test["label"], gen.class_names)
     write_json(metrics, {"link": cfg.link, **m})

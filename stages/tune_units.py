@@ -2,15 +2,10 @@
 
 from pathlib import Path
 
-import numpy as np
-
 from linkstyle import cli
 from linkstyle.checkpoint import fingerprint
-from linkstyle.classifier import load_classifier
 from linkstyle.io import write_json
-from linkstyle.link import load_link
 from linkstyle.pairs import load_pairs
-from linkstyle.stylegen import load_stylegen
 from linkstyle.tuning import TuningConfig, pick_seeds, resolve_units, tune_units
 
 
@@ -18,11 +13,8 @@ def main(params: Path = Path("params.yaml"), pairs: Path = Path("data/pairs.h5")
          generator: Path = Path("data/generator.pt"), classifier: Path = Path("data/classifier.pt"),
          out: Path = Path("data/tuning.h5"), metrics: Path = Path("reports/tuning.json")):
     cfg = cli.section(params, "tune_units", TuningConfig)
-    dev = cli.device(cfg.device)
-    gen, clf = load_stylegen(generator, dev), load_classifier(classifier, dev)
-    fps = {"generator_fingerprint": fingerprint(generator), "classifier_fingerprint": fingerprint(classifier)}
-    test = load_pairs(pairs, "test", ("r", "label", "seed"), expect=fps)
-    link = load_link(links / f"{cfg.link}.pt", r_dim=clf.n_units, w_dim=gen.w_dim, device=dev)
+    gen, clf, link, test, fps = cli.load_linked(generator, classifier, links / f"{cfg.link}.pt", pairs, "test",
+                                                ("r", "label", "seed"), cli.device(cfg.device))
     units = resolve_units(cfg, clf.n_units)
     pick = pick_seeds(test["label"], cfg.n_seeds, gen.n_classes)
     r_base = test["r"][pick]
