@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,9 +31,10 @@ import torch
 
 
 def models(generator: str | None, classifier: str | None, device: str = "cpu"):
-    from linkstyle.classifier import SmallResNet, load_classifier
-    from linkstyle.stylegen import StyleGen, StyleGenConfig, load_stylegen
-    from linkstyle.world import CLASS_NAMES, PART_NAMES
+    from linkstyle.models.registry import load_classifier
+    from linkstyle.models.small_resnet import SmallResNet
+    from linkstyle.models.stylegen import StyleGen, StyleGenConfig, load_stylegen
+    from linkstyle.world.procedural import CLASS_NAMES, PART_NAMES
 
     if generator and Path(generator).exists():
         gen = load_stylegen(generator, device)
@@ -55,7 +55,7 @@ def per_image_loop(gen, clf, seeds, c, psi):
     """Reference style: one seed, one render, PIL round trip, preprocess, classify."""
     from PIL import Image
 
-    from linkstyle.generator import to_uint8
+    from linkstyle.core.images import to_uint8
 
     out = []
     with torch.inference_mode():
@@ -105,10 +105,10 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     if not a.glibc_default:
-        from linkstyle.cli import keep_freed_memory
+        from linkstyle.core.runtime import keep_freed_memory
 
         keep_freed_memory()
-    from linkstyle.pairs import _draw
+    from linkstyle.link.pairs import _draw
 
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
     gen, clf = models(a.generator, a.classifier, dev)
@@ -123,7 +123,7 @@ def main() -> None:
     t = time.perf_counter()
     ref = per_image_loop(gen, clf, seeds, 0, 0.7)
     loop = a.n / (time.perf_counter() - t)
-    from linkstyle.generator import to_uint8
+    from linkstyle.core.images import to_uint8
 
     # The loop classifies the 8-bit image; so does this check, to show both do the same work.
     r8 = clf.represent(to_uint8(gen.synthesize(gen.sample_w(seeds[:4], [0] * 4, 0.7))).cpu().numpy())[0].numpy()
@@ -136,7 +136,7 @@ def main() -> None:
         return
     small = peak_rss_mb(a.n_small, a.generator, a.classifier, not a.glibc_default, dev, a.batch)
     large = peak_rss_mb(a.n_large, a.generator, a.classifier, not a.glibc_default, dev, a.batch)
-    print(f"sample_pairs peak memory (fresh process, 5 classes, keep_correct off):")
+    print("sample_pairs peak memory (fresh process, 5 classes, keep_correct off):")
     print(f"  {a.n_small:6d} pairs/class  {small[0]:8.1f} MB  ({small[1]:.0f} s)")
     print(f"  {a.n_large:6d} pairs/class  {large[0]:8.1f} MB  ({large[1]:.0f} s)")
     print(f"  ratio                    {large[0] / small[0]:8.3f}")

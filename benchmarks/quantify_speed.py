@@ -17,7 +17,12 @@ import numpy as np
 
 
 def world_images(n: int, resolution: int):
-    from linkstyle.world import CLASS_NAMES, PART_NAMES, WorldConfig, make_split
+    from linkstyle.world.procedural import (
+        CLASS_NAMES,
+        PART_NAMES,
+        WorldConfig,
+        make_split,
+    )
 
     per_class = -(-n // len(CLASS_NAMES))
     cfg = WorldConfig(resolution=resolution, n_train_per_class=per_class, n_test_per_class=1, chunk=2048)
@@ -38,7 +43,13 @@ def main() -> None:
     ap.add_argument("--n-jobs", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
 
-    from linkstyle.parts import find_regions, match_regions, measure_parts, pair_changes, part_changes
+    from linkstyle.measure.parts import (
+        find_regions,
+        match_regions,
+        measure_parts,
+        pair_changes,
+        part_changes,
+    )
 
     images, labels, names = world_images(args.n, args.resolution)
     n = len(images) - len(images) % 2

@@ -36,10 +36,15 @@ def main() -> None:
     if missing:
         sys.exit(f"sweep_speed: {missing[0]} not found; run `dvc repro tune_units train_segmenter` first")
 
-    from linkstyle import cli
-    from linkstyle.quantify import QuantifyConfig, quantify_tuning
-    from linkstyle.segmenter import load_segmenter
-    from linkstyle.tuning import TuningConfig, pick_seeds, resolve_units, tune_units
+    from linkstyle.core import cli
+    from linkstyle.explain.tuning import (
+        TuningConfig,
+        pick_seeds,
+        resolve_units,
+        tune_units,
+    )
+    from linkstyle.measure.quantify import QuantifyConfig, quantify_tuning
+    from linkstyle.measure.segmenter import load_segmenter
 
     # The stages' own options, so the figures are those of `dvc repro`; only the units,
     # seeds and steps are overridden.
@@ -80,7 +85,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from linkstyle.errors import UserError
+    from linkstyle.core.errors import UserError
 
     try:
         main()

@@ -1,15 +1,21 @@
-"""Stage analyze_units: selectivity of every unit, label sparsity, t-SNE, clusters, strips (Fig. 4, 5)."""
+"""Stage analyze_units: selectivity of every unit, label sparsity, t-SNE, clusters, strips (Figs. 4, 5)."""
 
 from pathlib import Path
 
-from linkstyle import cli, h5
-from linkstyle.analysis import AnalysisConfig, analyze, plot_clusters, plot_sparsity, plot_strips, plot_tsne, read_changes
-from linkstyle.io import atomic_path, write_json
+import typer
+
+from linkstyle.analyze.units import AnalysisConfig, analyze, read_changes
+from linkstyle.core import cli, h5
+from linkstyle.core.io import atomic_path, write_json
+from linkstyle.report.units import plot_clusters, plot_sparsity, plot_strips, plot_tsne
 
 
-def main(params: Path = Path("params.yaml"), changes: Path = Path("data/changes.parquet"),
-         tuning: Path = Path("data/tuning.h5"), table: Path = Path("reports/units.csv"),
-         metrics: Path = Path("reports/analysis.json"), figures: Path = Path("reports/figures")):
+def main(changes: Path = typer.Option(..., help="changes parquet (stage quantify_parts)"),
+         tuning: Path = typer.Option(..., help="tuning HDF5 (stage tune_units), for the strips"),
+         table: Path = typer.Option(..., help="per-unit CSV to write"),
+         metrics: Path = typer.Option(..., help="metrics JSON to write"),
+         figures: Path = typer.Option(..., help="folder for sparsity/tsne/clusters/unit_strips PNGs"),
+         params: Path = typer.Option(Path("params.yaml"), help="params file; reads section analyze_units")):
     cfg = cli.section(params, "analyze_units", AnalysisConfig)
     ch = read_changes(changes, cfg)
     with h5.open_checked(tuning, {"": ("renders", "units", "seeds", "classes", "values")}, producer="tune_units") as f:

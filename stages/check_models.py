@@ -2,27 +2,40 @@
 
 from pathlib import Path
 
-from linkstyle import cli
-from linkstyle.classifier import load_classifier
-from linkstyle.datasets import load_world
-from linkstyle.io import write_json
-from linkstyle.quality import QualityConfig, evaluate_models, plot_samples
-from linkstyle.stylegen import load_stylegen
+import typer
+
+from linkstyle.core import cli
+from linkstyle.core.io import write_json
+from linkstyle.core.runtime import resolve_device
+from linkstyle.models.quality import QualityConfig, evaluate_models, sample_grid
+from linkstyle.models.registry import (
+    ClassifierSpec,
+    GeneratorSpec,
+    check_pairing,
+    load_classifier,
+    load_generator,
+)
+from linkstyle.report.models import plot_samples
+from linkstyle.world.store import load_world
 
 
-def main(params: Path = Path("params.yaml"), world: Path = Path("data/world.h5"),
-         generator: Path = Path("data/generator.pt"), classifier: Path = Path("data/classifier.pt"),
-         metrics: Path = Path("reports/quality.json"), figure: Path = Path("reports/figures/generated_samples.png")):
+def main(world: Path = typer.Option(..., help="world HDF5 (real images)"),
+         metrics: Path = typer.Option(..., help="metrics JSON to write"),
+         figure: Path = typer.Option(..., help="sample figure PNG to write"),
+         params: Path = typer.Option(Path("params.yaml"), help="params file; reads check_models and models")):
     cfg = cli.section(params, "check_models", QualityConfig)
-    dev = cli.device(cfg.device)
-    gen, clf = load_stylegen(generator, dev), load_classifier(classifier, dev)
+    dev = resolve_device(cfg.device, f"{params}: check_models.device")
+    gen = load_generator(cli.section(params, "models.generator", GeneratorSpec), dev)
+    clf = load_classifier(cli.section(params, "models.classifier", ClassifierSpec), dev)
+    check_pairing(gen, clf)
     n = cfg.n_per_class * gen.n_classes
     # Two disjoint real sets: the test split and as many training images, for the real-vs-real floor.
     real_test = load_world(world, "test", ("images",))["images"][:n]
     real_train = load_world(world, "train", ("images",))["images"][: len(real_test)]
     m = evaluate_models(gen, clf, real_test, real_train, cfg)
     write_json(metrics, m)
-    plot_samples(gen, cfg, figure)
+    images, parts = sample_grid(gen, cfg)
+    plot_samples(images, parts, gen.class_names, gen.part_names, cfg.psi, figure)
     fd = m["frechet_r"]
     print(f"check_models: accuracy on generated (psi {cfg.psi:g}) min over classes {m['generated_accuracy_min']:.3f}; "
           f"Frechet in R: real-vs-real {fd['real_vs_real']:.3f}, real-vs-generated {fd['real_vs_generated_psi1']:.3f} (psi 1)")

@@ -1,24 +1,32 @@
-"""Stage quantify_parts: segment every tuning render and measure each part's change."""
+"""Stage quantify_parts: segment every tuning render and measure each part's change (linkstyle.measure)."""
 
 from pathlib import Path
 
-from linkstyle import cli
-from linkstyle.checkpoint import fingerprint
-from linkstyle.io import atomic_path, write_json
-from linkstyle.quantify import QuantifyConfig, ground_truth_agreement, quantify_tuning
-from linkstyle.segmenter import load_segmenter
-from linkstyle.stylegen import load_stylegen
+import typer
+
+from linkstyle.core import cli
+from linkstyle.core.io import atomic_path, write_json
+from linkstyle.core.runtime import progress_enabled, resolve_device
+from linkstyle.measure.quantify import (
+    QuantifyConfig,
+    ground_truth_agreement,
+    quantify_tuning,
+)
+from linkstyle.measure.segmenter import load_segmenter
+from linkstyle.models.registry import GeneratorSpec, load_generator
 
 
-def main(params: Path = Path("params.yaml"), tuning: Path = Path("data/tuning.h5"),
-         generator: Path = Path("data/generator.pt"), segmenter: Path = Path("data/segmenter.pt"),
-         measures: Path = Path("data/measures.parquet"), changes: Path = Path("data/changes.parquet"),
-         metrics: Path = Path("reports/quantify.json")):
+def main(tuning: Path = typer.Option(..., help="tuning HDF5 (stage tune_units)"),
+         segmenter: Path = typer.Option(..., help="segmenter checkpoint (stage train_segmenter)"),
+         measures: Path = typer.Option(..., help="per-step measures parquet to write"),
+         changes: Path = typer.Option(..., help="per-pair changes parquet to write"),
+         metrics: Path = typer.Option(..., help="metrics JSON to write"),
+         params: Path = typer.Option(Path("params.yaml"), help="params file; reads quantify_parts and models.generator")):
     cfg = cli.section(params, "quantify_parts", QuantifyConfig)
-    dev = cli.device(cfg.device)
-    gen = load_stylegen(generator, dev)
-    seg = load_segmenter(segmenter, expected_generator_fingerprint=fingerprint(generator), device=dev)
-    meas, ch = quantify_tuning(tuning, gen, seg, cfg, progress=cli.progress_enabled())
+    dev = resolve_device(cfg.device, f"{params}: quantify_parts.device")
+    gen = load_generator(cli.section(params, "models.generator", GeneratorSpec), dev)
+    seg = load_segmenter(segmenter, expected_generator_fingerprint=gen.fingerprint, device=dev)
+    meas, ch = quantify_tuning(tuning, gen, seg, cfg, progress=progress_enabled())
     for df, path in ((meas, measures), (ch, changes)):
         with atomic_path(path) as tmp:
             df.to_parquet(tmp, index=False)

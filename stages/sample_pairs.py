@@ -2,22 +2,31 @@
 
 from pathlib import Path
 
-from linkstyle import cli
-from linkstyle.checkpoint import fingerprint
-from linkstyle.classifier import load_classifier
-from linkstyle.io import write_json
-from linkstyle.pairs import PairsConfig, sample_pairs
-from linkstyle.stylegen import load_stylegen
+import typer
+
+from linkstyle.core import cli
+from linkstyle.core.io import write_json
+from linkstyle.core.runtime import progress_enabled, resolve_device
+from linkstyle.link.pairs import PairsConfig, sample_pairs
+from linkstyle.models.registry import (
+    ClassifierSpec,
+    GeneratorSpec,
+    check_pairing,
+    load_classifier,
+    load_generator,
+)
 
 
-def main(params: Path = Path("params.yaml"), generator: Path = Path("data/generator.pt"),
-         classifier: Path = Path("data/classifier.pt"), out: Path = Path("data/pairs.h5"),
-         metrics: Path = Path("reports/pairs.json")):
+def main(out: Path = typer.Option(..., help="pairs HDF5 to write"),
+         metrics: Path = typer.Option(..., help="metrics JSON to write"),
+         params: Path = typer.Option(Path("params.yaml"), help="params file; reads sample_pairs and models")):
     cfg = cli.section(params, "sample_pairs", PairsConfig)
-    dev = cli.device(cfg.device)
-    gen, clf = load_stylegen(generator, dev), load_classifier(classifier, dev)
-    fps = {"generator_fingerprint": fingerprint(generator), "classifier_fingerprint": fingerprint(classifier)}
-    stats = sample_pairs(gen, clf, cfg, out, fps, progress=cli.progress_enabled())
+    dev = resolve_device(cfg.device, f"{params}: sample_pairs.device")
+    gen = load_generator(cli.section(params, "models.generator", GeneratorSpec), dev)
+    clf = load_classifier(cli.section(params, "models.classifier", ClassifierSpec), dev)
+    check_pairing(gen, clf)
+    fps = {"generator_fingerprint": gen.fingerprint, "classifier_fingerprint": clf.fingerprint}
+    stats = sample_pairs(gen, clf, cfg, out, fps, progress=progress_enabled())
     acc = {split: {c: s["acceptance"] for c, s in st.items()} for split, st in stats.items()}
     write_json(metrics, {"acceptance": acc, "counts": stats, **fps})
     print("sample_pairs: acceptance " + ", ".join(f"{c} {a:.2f}" for c, a in acc["train"].items()) + f" -> {out}")

@@ -2,21 +2,31 @@
 
 from pathlib import Path
 
-from linkstyle import cli
-from linkstyle.classifier import ClassifierTrainConfig, evaluate, save_classifier, train_classifier
-from linkstyle.config import to_dict
-from linkstyle.datasets import load_world
-from linkstyle.io import write_json
+import typer
+
+from linkstyle.core import cli
+from linkstyle.core.checkpoint import save_module
+from linkstyle.core.config import to_dict
+from linkstyle.core.io import write_json
+from linkstyle.core.runtime import progress_enabled, resolve_device
+from linkstyle.models.classifier_training import (
+    ClassifierTrainConfig,
+    evaluate,
+    train_classifier,
+)
+from linkstyle.world.store import load_world
 
 
-def main(params: Path = Path("params.yaml"), world: Path = Path("data/world.h5"),
-         out: Path = Path("data/classifier.pt"), metrics: Path = Path("reports/classifier.json")):
+def main(world: Path = typer.Option(..., help="world HDF5 (stage world)"),
+         out: Path = typer.Option(..., help="classifier checkpoint to write"),
+         metrics: Path = typer.Option(..., help="metrics JSON to write"),
+         params: Path = typer.Option(Path("params.yaml"), help="params file; reads section train_classifier")):
     cfg = cli.section(params, "train_classifier", ClassifierTrainConfig)
-    cli.device("cpu")  # sized for CPU and deterministic there
+    resolve_device("cpu")  # sized for CPU and deterministic there
     train = load_world(world, "train", ("images", "labels"))
     model, history = train_classifier(train["images"], train["labels"], cfg, train["class_names"],
-                                      progress=cli.progress_enabled())
-    save_classifier(out, model, train_config=to_dict(cfg))
+                                      progress=progress_enabled())
+    save_module(out, "classifier", model, train_config=to_dict(cfg))
     test = load_world(world, "test", ("images", "labels"))
     ev = evaluate(model, test["images"], test["labels"])
     write_json(metrics, {"test_accuracy": ev["accuracy"], "test_accuracy_per_class": ev["per_class_accuracy"],

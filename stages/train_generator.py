@@ -2,22 +2,27 @@
 
 from pathlib import Path
 
-from linkstyle import cli
-from linkstyle.config import to_dict
-from linkstyle.datasets import load_world
-from linkstyle.io import write_json
-from linkstyle.stylegen import save_stylegen
-from linkstyle.stylegen_training import GeneratorTrainConfig, train_generator
+import typer
+
+from linkstyle.core import cli
+from linkstyle.core.checkpoint import save_module
+from linkstyle.core.config import to_dict
+from linkstyle.core.io import write_json
+from linkstyle.core.runtime import progress_enabled, resolve_device
+from linkstyle.models.stylegen_training import GeneratorTrainConfig, train_generator
+from linkstyle.world.store import load_world
 
 
-def main(params: Path = Path("params.yaml"), world: Path = Path("data/world.h5"),
-         out: Path = Path("data/generator.pt"), metrics: Path = Path("reports/generator.json")):
+def main(world: Path = typer.Option(..., help="world HDF5 (stage world)"),
+         out: Path = typer.Option(..., help="generator checkpoint to write"),
+         metrics: Path = typer.Option(..., help="metrics JSON to write"),
+         params: Path = typer.Option(Path("params.yaml"), help="params file; reads section train_generator")):
     cfg = cli.section(params, "train_generator", GeneratorTrainConfig)
-    cli.device("cpu")  # training is sized for CPU; deterministic there
+    resolve_device("cpu")  # training is sized for CPU and deterministic there
     data = load_world(world, "train", ("images", "parts", "labels"))
     gen, history = train_generator(data["images"], data["labels"], data["parts"], data["class_names"],
-                                   data["part_names"], cfg, progress=cli.progress_enabled())
-    save_stylegen(out, gen, train_config=to_dict(cfg))
+                                   data["part_names"], cfg, progress=progress_enabled())
+    save_module(out, "generator", gen, train_config=to_dict(cfg))
     write_json(metrics, {"final_l1": history["l1"][-1], "final_parts_ce": history["parts_ce"][-1],
                          "final_kl": history["kl"][-1], "n_train": history["n_train"]})
     print(f"train_generator: l1 {history['l1'][-1]:.4f}, parts CE {history['parts_ce'][-1]:.3f} "

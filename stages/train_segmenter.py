@@ -1,24 +1,26 @@
-"""Stage train_segmenter: few-shot part segmenter on the generator's own features."""
+"""Stage train_segmenter: few-shot part segmenter on the generator's own features (linkstyle.measure)."""
 
 from pathlib import Path
 
-from linkstyle import cli
-from linkstyle.checkpoint import fingerprint
-from linkstyle.config import from_params
-from linkstyle.fewshot import FewShotConfig, fit_segmenter
-from linkstyle.io import read_params, write_json
-from linkstyle.segmenter import SegmenterConfig, save_segmenter
-from linkstyle.stylegen import load_stylegen
+import typer
+
+from linkstyle.core import cli
+from linkstyle.core.io import write_json
+from linkstyle.core.runtime import progress_enabled, resolve_device
+from linkstyle.measure.segmenter import save_segmenter
+from linkstyle.measure.segmenter_training import FewShotConfig, fit_segmenter
+from linkstyle.models.registry import GeneratorSpec, load_generator
 
 
-def main(params: Path = Path("params.yaml"), generator: Path = Path("data/generator.pt"),
-         out: Path = Path("data/segmenter.pt"), metrics: Path = Path("reports/segmenter.json")):
-    sec = dict(read_params(params, "train_segmenter"))
-    model_cfg = from_params(SegmenterConfig, sec.pop("model", {}), "train_segmenter.model", str(params))
-    cfg = from_params(FewShotConfig, sec, "train_segmenter", str(params))
-    gen = load_stylegen(generator, cli.device(cfg.device))
-    model, m = fit_segmenter(gen, model_cfg, cfg, progress=cli.progress_enabled())
-    save_segmenter(out, model, fingerprint(generator), model.layers, info=m)
+def main(masks: Path = typer.Option(..., help="folder of user masks (used when train_segmenter.labels is masks)"),
+         out: Path = typer.Option(..., help="segmenter checkpoint to write"),
+         metrics: Path = typer.Option(..., help="metrics JSON to write"),
+         params: Path = typer.Option(Path("params.yaml"), help="params file; reads train_segmenter and models.generator")):
+    cfg = cli.section(params, "train_segmenter", FewShotConfig)
+    gen = load_generator(cli.section(params, "models.generator", GeneratorSpec),
+                         resolve_device(cfg.device, f"{params}: train_segmenter.device"))
+    model, m = fit_segmenter(gen, cfg.model, cfg, masks, progress=progress_enabled())
+    save_segmenter(out, model, gen.fingerprint, info=m)
     write_json(metrics, m)
     print(f"train_segmenter: {m['n_shots']} shots, held-out mean IoU {m.get('mean_iou', float('nan')):.3f} -> {out}")
 

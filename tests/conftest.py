@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from linkstyle.classifier import SmallResNet
-from linkstyle.stylegen import StyleGen, StyleGenConfig
-from linkstyle.world import CLASS_NAMES, PART_NAMES
+from linkstyle.models.small_resnet import SmallResNet
+from linkstyle.models.stylegen import StyleGen, StyleGenConfig
+from linkstyle.world.procedural import CLASS_NAMES, PART_NAMES
 
 
 @pytest.fixture(scope="session")

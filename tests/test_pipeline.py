@@ -51,7 +51,7 @@ def _ran(output: str) -> set[str]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("pipeline")
-    for name in ("stages", "linkstyle"):
+    for name in ("stages", "linkstyle", "masks"):
         shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", d / "dvc.yaml")
     shutil.copy(QUICK, d / "params.yaml")
@@ -66,14 +66,28 @@ def repo(tmp_path_factory) -> dict:
     return {"dir": d, "first": first.stdout, "second": second.stdout}
 
 
+def _stage_names() -> set[str]:
+    """dvc.yaml's stages, with each foreach stage expanded over its params list."""
+    params = yaml.safe_load(QUICK.read_text())
+    names = set()
+    for name, st in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" in st:
+            node = params
+            for key in st["foreach"].strip("${} ").split("."):
+                node = node[key]
+            names.update(f"{name}@{item}" for item in node)
+        else:
+            names.add(name)
+    return names
+
+
 def _metrics(d: Path, name: str) -> dict:
     return json.loads((d / "reports" / name).read_text())
 
 
 def test_every_stage_ran_and_wrote_its_outputs(repo):
     d = repo["dir"]
-    stages = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
-    assert _ran(repo["first"]) == stages
+    assert _ran(repo["first"]) == _stage_names()
     for path in ("data/world.h5", "data/generator.pt", "data/classifier.pt", "data/pairs.h5", "data/links/ridge.pt",
                  "data/links/ols.pt", "data/segmenter.pt", "data/tuning.h5", "data/changes.parquet",
                  "reports/figures/generated_samples.png", "reports/figures/similarity.png", "reports/figures/cycle.png"):
@@ -93,8 +107,9 @@ def test_metrics_are_written_and_sane(repo):
     assert all(0 < a <= 1 for a in pairs["acceptance"]["train"].values())
     sim = _metrics(d, "similarity.json")
     assert sim["ari"]["R"]["mean"] > sim["ari"]["control_shuffled"]["mean"] + 0.3
-    link = _metrics(d, "link.json")
-    assert link["kinds"]["ridge"]["test_r2"] > 0.5
+    for kind in ("ols", "ridge", "mlp"):
+        link = _metrics(d, f"link/{kind}.json")
+        assert link["kind"] == kind and link["test_r2"] > 0.5
     cycle = _metrics(d, "cycle.json")
     assert cycle["ssim_distance"]["mean"] < cycle["ssim_distance_baseline"]["mean"]
 
@@ -139,9 +154,35 @@ def test_forced_rerun_gives_the_same_bytes(repo):
 def test_classifier_param_reruns_only_what_depends_on_it(repo):
     d = repo["dir"]
     params = yaml.safe_load((d / "params.yaml").read_text())
+    original = (d / "params.yaml").read_text()
     params["train_classifier"]["epochs"] += 1
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = _dvc("repro", "--dry", cwd=d).stdout
+    (d / "params.yaml").write_text(original)
     ran = _ran(out)
     assert "train_classifier" in ran
     assert not {"world", "train_generator", "train_segmenter"} & ran
+
+
+def test_each_link_kind_is_its_own_output(repo):
+    """Changing the MLP link reruns its own fit and nothing that uses the ridge link."""
+    d = repo["dir"]
+    params = yaml.safe_load((d / "params.yaml").read_text())
+    params["fit_link"]["mlp"]["epochs"] += 1
+    (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _ran(_dvc("repro", "--dry", cwd=d).stdout) == {"fit_link@mlp"}
+    params["fit_link"]["mlp"]["epochs"] -= 1
+    params["fit_link"]["use"] = "ols"
+    (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = _ran(_dvc("repro", "--dry", cwd=d).stdout)  # a dry run cannot know which outputs will change
+    assert {"evaluate_link", "tune_units"} <= ran and not {s for s in ran if s.startswith("fit_link")}
+    params["fit_link"]["use"] = "ridge"
+    (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_editing_a_mask_reruns_the_segmenter(repo):
+    d = repo["dir"]
+    (d / "masks" / "note.txt").write_text("a user's edit\n")
+    ran = _ran(_dvc("repro", "--dry", cwd=d).stdout)
+    (d / "masks" / "note.txt").unlink()
+    assert "train_segmenter" in ran and "train_generator" not in ran

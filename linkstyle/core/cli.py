@@ -1,0 +1,68 @@
+"""The stage scripts' shell: one error policy, signals, params sections.
+
+Policy: bad user input (params, files, checkpoints, masks) ends in one line
+`error: <file or param>: <what is wrong and the fix>` and exit status 2; programming
+errors stay exceptions with their traceback. Ctrl-C exits 130 and SIGTERM 143, after
+the temp files of unfinished outputs are removed (`linkstyle.core.io.atomic_path`),
+so `dvc repro` sees a failed stage, never a half-written output.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import click
+import typer
+
+from linkstyle.core.config import from_params
+from linkstyle.core.errors import UserError
+from linkstyle.core.io import disk_error, read_params
+
+T = TypeVar("T")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that `finally` blocks and context managers run."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001 - the signal module's signature
+    raise Terminated()
+
+
+def run(fn: Callable) -> None:
+    """Run `fn` as a typer command under the error policy above; never returns."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(fn)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        code = app(standalone_mode=False)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 2
+    except click.exceptions.Abort:  # click turns KeyboardInterrupt into Abort
+        print("error: interrupted; outputs were left as they were", file=sys.stderr)
+        code = 130
+    except KeyboardInterrupt:
+        print("error: interrupted; outputs were left as they were", file=sys.stderr)
+        code = 130
+    except Terminated:
+        print("error: terminated (SIGTERM); outputs were left as they were", file=sys.stderr)
+        code = 143
+    except click.ClickException as e:  # usage errors: a missing or unknown option
+        e.show()
+        code = e.exit_code
+    except OSError as e:
+        err = disk_error(getattr(e, "filename", None) or "output", e)
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        code = 2
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def section(params: Path, name: str, cls: type[T]) -> T:
+    """The params.yaml section `name` (dotted for nested ones) as the frozen dataclass `cls`."""
+    return from_params(cls, read_params(params, name), name, source=str(params))

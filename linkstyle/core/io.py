@@ -1,0 +1,189 @@
+"""File helpers: atomic writes, JSON metrics, params files.
+
+Every output goes through `atomic_path`, so a crash never leaves a half-written file
+behind for DVC to cache: the data goes to a temp file beside the target, renamed onto
+it only on success. Temp names carry the writer's pid, so a later run can tell the
+leftovers of a killed writer (SIGKILL runs no cleanup) from a live one and remove them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import yaml
+
+from linkstyle.core.errors import UserError
+
+_DISK_ERRORS = {errno.ENOSPC: "no space left on the device; free some space and rerun",
+                errno.EDQUOT: "disk quota exceeded; free some space and rerun",
+                errno.EACCES: "permission denied; make the folder writable and rerun",
+                errno.EPERM: "permission denied; make the folder writable and rerun",
+                errno.EROFS: "read-only file system; write the outputs somewhere writable"}
+
+
+def disk_error(path: str | os.PathLike, e: OSError) -> UserError | None:
+    """The one-line UserError for a full, read-only or forbidden destination, else None."""
+    why = _DISK_ERRORS.get(e.errno)
+    return UserError(f"{path}: cannot write: {why}") if why else None
+
+
+def _umask() -> int:
+    mask = os.umask(0o22)  # the only portable way to read the umask is to set it
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphans(path: str | os.PathLike) -> list[Path]:
+    """Delete temp files of `path` left by writers that no longer run; return what was removed."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[^.]+\.tmp$")
+    removed = []
+    for p in path.parent.iterdir():
+        m = pattern.match(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only on success.
+
+    A full disk, a read-only folder or missing permissions end in a one-line UserError
+    naming `path`; the temp file is removed on every exit, including Ctrl-C and SIGTERM
+    (the stages turn SIGTERM into an exception, see `linkstyle.core.cli.run`).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_orphans(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise (disk_error(path, e) or e) from None
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        # mkstemp makes the file private (0600); give the output the mode a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as e:
+        err = disk_error(path, e)
+        if err is None:
+            raise
+        raise err from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def plain(value: Any, digits: int | None = None) -> Any:
+    """`value` as built-in types only (JSON, and torch.load(weights_only=True), accept them).
+
+    Arrays and tensors become lists, numpy scalars Python scalars. With `digits`, floats
+    are rounded (so reruns diff cleanly) and non-finite ones become None.
+    """
+    if isinstance(value, dict):
+        return {str(k): plain(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v, digits) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if hasattr(value, "tolist"):
+        return plain(value.tolist(), digits)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and digits is not None:
+        return round(value, digits) if math.isfinite(value) else None
+    return value
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Write `data` as sorted, indented JSON (floats rounded so reruns diff cleanly)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(plain(data, digits=6), indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found; run the stage that writes it first (dvc repro)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}); delete it and rerun dvc repro") from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error, not 'last wins'."""
+
+
+def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (first on line {seen[key] + 1}); keep one", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+
+def load_yaml(path: str | os.PathLike) -> Any:
+    """Parse a YAML file strictly; one-line errors with the line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: params file not found; pass --params with the path to params.yaml")
+    try:
+        return yaml.load(path.read_text(), Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise UserError(f"{path}: not valid YAML at {where}{e.problem or e.context}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+
+
+def read_params(path: str | os.PathLike, section: str) -> dict:
+    """One section (a dotted path such as 'models.generator') of a params YAML file."""
+    path = Path(path)
+    data = load_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: must be a mapping of sections (see params.yaml in the repository)")
+    node: Any = data
+    for i, key in enumerate(section.split(".")):
+        where = ".".join(section.split(".")[: i + 1])
+        if not isinstance(node, dict) or key not in node:
+            raise UserError(f"{path}: no section '{where}'; add it (see params.yaml in the repository)")
+        node = node[key]
+    if node is None:
+        return {}
+    if not isinstance(node, dict):
+        raise UserError(f"{path}: {section} must be a mapping of keys to values, got {node!r}")
+    return node

@@ -1,0 +1,161 @@
+"""Tuning single units (METHOD.md section 4): set r_i to a few values, link to w, render.
+
+For each tuned unit i, test seed s and step t, r = r_s with r_i replaced by
+v_i,t, the t-th of n_steps values spread linearly over the unit's observed [min, max]
+(across the tuning seeds, as the reference does, or across the training pairs). The
+link maps r to w, the generator renders it, and the classifier re-encodes the render
+(r~), so one can see how far unit i really moved in the image.
+
+Output (HDF5, streamed unit block by unit block, renders chunked by unit):
+  renders       uint8   [U, S, T, H, W, 3]
+  parts_gt      uint8   [U, S, T, H, W]   the generator's own part maps, where it has them
+  w             float32 [U, S, T, w_dim]
+  values        float32 [U, T]            the unit's set values (same for every seed)
+  r_tilde_unit  float32 [U, S, T]         unit i's value in r~ = f_R(render)
+  r_tilde_corr  float32 [U, S, T]         corr(r, r~) over all units
+  units, range_min, range_max [U]; seeds, classes [S]; r_base float32 [S, R]
+r of step (u, s, t) is r_base[s] with unit units[u] set to values[u, t]: stored exactly,
+without repeating R for every step.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from linkstyle.core import h5
+from linkstyle.core.config import check, to_dict
+from linkstyle.core.errors import UserError
+from linkstyle.core.images import to_uint8
+from linkstyle.core.runtime import module_device
+from linkstyle.core.stats import rowwise_corr
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """Options of stage `tune_units`."""
+
+    units: Optional[tuple[int, ...]] = None  # explicit unit ids; None = unit_range or all
+    unit_range: Optional[tuple[int, ...]] = None  # [start, stop) as a two-item list
+    n_seeds: int = 20  # test seeds, spread round-robin over the classes
+    n_steps: int = 3
+    range_source: str = "seeds"  # "seeds": [min, max] over the tuning seeds (reference); "train": over train pairs
+    batch_size: int = 512  # images per forward pass
+    device: str = "auto"
+
+    def __post_init__(self):
+        check(self.n_seeds >= 1, "n_seeds", "must be >= 1")
+        check(self.n_steps >= 2, "n_steps", "must be >= 2 (first and last step make the perturbation pair)")
+        check(self.range_source in ("seeds", "train"), "range_source", "must be 'seeds' or 'train'")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.unit_range is None or (len(self.unit_range) == 2 and 0 <= self.unit_range[0] < self.unit_range[1]),
+              "unit_range", "must be [start, stop) with 0 <= start < stop")
+        check(self.units is None or self.unit_range is None, "units", "and unit_range are exclusive; set one of them")
+
+
+def resolve_units(cfg: TuningConfig, n_units: int) -> np.ndarray:
+    if cfg.units is not None:
+        units = np.asarray(cfg.units, dtype=np.int64)
+        bad = units[(units < 0) | (units >= n_units)]
+        if len(bad):
+            raise UserError(f"tune_units.units: unit ids {bad[:5].tolist()} out of range; the classifier has {n_units} units (0..{n_units - 1})")
+        if len(np.unique(units)) != len(units):
+            raise UserError("tune_units.units: unit ids repeat; list each unit once")
+        return units
+    if cfg.unit_range is not None:
+        start, stop = cfg.unit_range
+        if stop > n_units:
+            raise UserError(f"tune_units.unit_range: stop {stop} exceeds the classifier's {n_units} units")
+        return np.arange(start, stop, dtype=np.int64)
+    return np.arange(n_units, dtype=np.int64)
+
+
+def pick_seeds(labels: np.ndarray, n_seeds: int, n_classes: int) -> np.ndarray:
+    """Indices of n_seeds test pairs, round-robin over classes, in pair order within a class."""
+    per_class = [np.flatnonzero(labels == c) for c in range(n_classes)]
+    picked, k = [], 0
+    while len(picked) < n_seeds:
+        if all(k >= len(ix) for ix in per_class):
+            raise UserError(f"tune_units.n_seeds: asked for {n_seeds} seeds but the test pairs hold only {len(labels)}")
+        for ix in per_class:
+            if k < len(ix) and len(picked) < n_seeds:
+                picked.append(ix[k])
+        k += 1
+    return np.asarray(picked)
+
+
+def step_values(lo: np.ndarray, hi: np.ndarray, n_steps: int) -> np.ndarray:
+    """[U, T] values spread linearly from lo to hi."""
+    t = np.linspace(0.0, 1.0, n_steps, dtype=np.float64)
+    return (lo[:, None] + (hi - lo)[:, None] * t[None]).astype(np.float32)
+
+
+@torch.inference_mode()
+def tune_units(gen, clf, link, r_base: np.ndarray, seeds: np.ndarray, classes: np.ndarray, units: np.ndarray,
+               lo: np.ndarray, hi: np.ndarray, cfg: TuningConfig, path: str | os.PathLike, attrs: dict,
+               progress: bool = True) -> dict:
+    """Render every (unit, seed, step), stream to `path`; return summary metrics."""
+    S, T, R = len(seeds), cfg.n_steps, r_base.shape[1]
+    values = step_values(lo, hi, T)
+    dev = gen.device
+    link_dev = module_device(link)
+    base = torch.as_tensor(r_base, dtype=torch.float32, device=link_dev)
+    units_per_block = max(1, cfg.batch_size // (S * T))
+    moved, reached = [], []
+    with h5.create(path) as f:
+        h5.set_attrs(f, params=to_dict(cfg), class_names=list(gen.class_names),
+                     part_names=list(gen.part_names) if gen.part_names else [], **attrs)
+        for name, arr in (("units", units), ("seeds", seeds), ("classes", classes), ("range_min", lo.astype(np.float32)),
+                          ("range_max", hi.astype(np.float32)), ("values", values), ("r_base", r_base.astype(np.float32))):
+            f.create_dataset(name, data=arr, track_times=False)
+        res = gen.resolution
+        ds = {
+            "renders": f.create_dataset("renders", (len(units), S, T, res, res, 3), np.uint8, chunks=(1, S, T, res, res, 3),
+                                        compression="gzip", shuffle=True, track_times=False),
+            "w": f.create_dataset("w", (len(units), S, T, gen.w_dim), np.float32, chunks=(1, S, T, gen.w_dim), track_times=False),
+            "r_tilde_unit": f.create_dataset("r_tilde_unit", (len(units), S, T), np.float32, track_times=False),
+            "r_tilde_corr": f.create_dataset("r_tilde_corr", (len(units), S, T), np.float32, track_times=False),
+        }
+        if gen.part_names is not None:
+            ds["parts_gt"] = f.create_dataset("parts_gt", (len(units), S, T, res, res), np.uint8, chunks=(1, S, T, res, res),
+                                              compression="gzip", shuffle=True, track_times=False)
+        bar = tqdm(total=len(units) * S * T, desc="tune_units", unit="img", disable=not progress)
+        for a in range(0, len(units), units_per_block):
+            u = units[a : a + units_per_block]
+            n = len(u)
+            r = base[None, :, None, :].repeat(n, 1, T, 1)  # [n, S, T, R]
+            v = torch.as_tensor(values[a : a + n], device=link_dev)
+            idx = torch.as_tensor(u, device=link_dev)
+            r.scatter_(3, idx[:, None, None, None].expand(n, S, T, 1), v[:, None, :, None].expand(n, S, T, 1))
+            flat = r.reshape(-1, R)
+            w = link(flat).to(dev)
+            img, parts = gen.render(w, cfg.batch_size)
+            r_t, _ = clf.represent(img, batch_size=cfg.batch_size)
+            flat_c = flat.cpu()
+            unit_t = r_t.gather(1, torch.as_tensor(u).repeat_interleave(S * T)[:, None])[:, 0]
+            corr = rowwise_corr(flat_c.numpy(), r_t.numpy()).astype(np.float32)
+            ds["renders"][a : a + n] = to_uint8(img).cpu().numpy().reshape(n, S, T, res, res, 3)
+            ds["w"][a : a + n] = w.cpu().numpy().reshape(n, S, T, -1)
+            ds["r_tilde_unit"][a : a + n] = unit_t.numpy().reshape(n, S, T)
+            ds["r_tilde_corr"][a : a + n] = corr.reshape(n, S, T)
+            if "parts_gt" in ds:
+                ds["parts_gt"][a : a + n] = parts.cpu().numpy().reshape(n, S, T, res, res)
+            ut = unit_t.numpy().reshape(n, S, T)
+            moved.append(ut[:, :, -1] - ut[:, :, 0])
+            reached.append((values[a : a + n, -1] - values[a : a + n, 0])[:, None].repeat(S, 1))
+            bar.update(n * S * T)
+        bar.close()
+    moved, reached = np.concatenate(moved), np.concatenate(reached)
+    live = reached > 1e-6
+    return {
+        "n_units": int(len(units)), "n_seeds": int(S), "n_steps": int(T), "n_renders": int(len(units) * S * T),
+        "dead_units": int((hi - lo <= 1e-6).sum()),
+        # How much of the set change of unit i shows up in r~ of the render: 1 = all of it.
+        "unit_transfer_median": float(np.median(moved[live] / reached[live])) if live.any() else None,
+        "unit_moved_up_fraction": float((moved[live] > 0).mean()) if live.any() else None,
+    }

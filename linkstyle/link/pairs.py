@@ -1,0 +1,124 @@
+"""Paired data: w -> image -> classifier, kept when the classifier is right (METHOD.md 1).
+
+Every sample has its own seed (the reference code re-drew with one seed and so kept
+repeated samples). Seeds of class c in a split are `seed_base + c * class_stride + k`
+for k = 0, 1, 2, ...; they are drawn in order and the first `n_per_class` accepted ones
+are kept, so the kept set is a function of the params only, not of the batch size.
+Pairs stream into resizable HDF5 datasets batch by batch, so memory does not grow with
+the number of pairs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from linkstyle.core import h5
+from linkstyle.core.config import check, to_dict
+from linkstyle.core.errors import UserError
+
+SPLITS = ("train", "test")
+DATASETS = ("w", "r", "logits", "label", "seed")
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    """Options of stage `sample_pairs`."""
+
+    psi: float = 0.7
+    n_train_per_class: int = 2000
+    n_test_per_class: int = 250
+    keep_correct: bool = True
+    train_seed_base: int = 10_000_000
+    test_seed_base: int = 20_000_000
+    class_stride: int = 1_000_000  # seeds reserved per class and split
+    batch_size: int = 256
+    max_draws_factor: float = 20.0  # give up on a class after this many draws per kept pair
+    device: str = "auto"
+
+    def __post_init__(self):
+        check(0.0 < self.psi <= 1.0, "psi", "must be in (0, 1]")
+        check(self.n_train_per_class >= 1 and self.n_test_per_class >= 1, "n_train_per_class", "and n_test_per_class must be >= 1")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.max_draws_factor >= 1.0, "max_draws_factor", "must be >= 1")
+        check(self.class_stride >= 1, "class_stride", "must be >= 1")
+
+
+def _draw(gen, clf, seeds: np.ndarray, c: int, psi: float):
+    w = gen.sample_w(seeds, np.full(len(seeds), c), psi)
+    r, logits = clf.represent(gen.synthesize(w, len(seeds)), batch_size=len(seeds))
+    return w.cpu().numpy(), r.numpy(), logits.numpy()
+
+
+def sample_split(gen, clf, cfg: PairsConfig, split: str, group, progress: bool = True) -> dict:
+    """Stream the pairs of one split into `group`; return per-class acceptance stats."""
+    n_keep = cfg.n_train_per_class if split == "train" else cfg.n_test_per_class
+    base = cfg.train_seed_base if split == "train" else cfg.test_seed_base
+    app = h5.Appender(group, chunk_rows=min(1024, max(64, n_keep)))
+    stats = {}
+    bar = tqdm(total=n_keep * gen.n_classes, desc=f"sample_pairs/{split}", unit="pair", disable=not progress)
+    for c in range(gen.n_classes):
+        kept = drawn = 0
+        limit = int(np.ceil(cfg.max_draws_factor * n_keep))
+        while kept < n_keep:
+            if drawn >= limit or drawn >= cfg.class_stride:
+                raise UserError(
+                    f"sample_pairs.max_draws_factor: class '{gen.class_names[c]}' kept {kept} of {drawn} samples "
+                    f"({split}); the classifier rejects this class's samples; raise max_draws_factor, set keep_correct: false, or improve the generator")
+            # Draw only about as many as still needed (given the rate so far), whole batches.
+            rate = kept / drawn if drawn else 1.0
+            need = int(np.ceil((n_keep - kept) / max(rate, 0.05) * 1.05))
+            m = min(cfg.batch_size, max(need, 1), limit - drawn)
+            seeds = base + c * cfg.class_stride + np.arange(drawn, drawn + m, dtype=np.int64)
+            w, r, logits = _draw(gen, clf, seeds, c, cfg.psi)
+            ok = logits.argmax(1) == c if cfg.keep_correct else np.ones(m, bool)
+            idx = np.flatnonzero(ok)[: n_keep - kept]
+            # Count as drawn only up to the last kept sample when we stop, so the rate does
+            # not depend on how far the final batch overshot.
+            drawn += m if kept + len(idx) < n_keep else int(idx[-1]) + 1
+            if len(idx):
+                app.append(w=w[idx], r=r[idx], logits=logits[idx], label=np.full(len(idx), c, np.int64), seed=seeds[idx])
+            kept += len(idx)
+            bar.update(len(idx))
+        stats[gen.class_names[c]] = {"kept": kept, "drawn": drawn, "acceptance": kept / drawn}
+    bar.close()
+    return stats
+
+
+def sample_pairs(gen, clf, cfg: PairsConfig, path: str | os.PathLike, fingerprints: dict, progress: bool = True) -> dict:
+    """Write both splits to `path` (atomically); return the acceptance metrics."""
+    if tuple(gen.class_names) != tuple(clf.class_names):
+        raise UserError(f"generator classes {list(gen.class_names)} differ from classifier classes {list(clf.class_names)}; "
+                        "configure the classifier's class_names/class_indices to match the generator")
+    span = gen.n_classes * cfg.class_stride
+    if abs(cfg.test_seed_base - cfg.train_seed_base) < span:
+        raise UserError(f"sample_pairs.test_seed_base must differ from train_seed_base by at least classes x class_stride = {span}, so train and test seeds never overlap")
+    if max(cfg.train_seed_base, cfg.test_seed_base) + span >= 2**32:
+        raise UserError("sample_pairs seed bases + classes x class_stride must stay below 2**32; lower them or class_stride")
+    metrics = {}
+    with h5.create(path) as f:
+        h5.set_attrs(f, psi=cfg.psi, params=to_dict(cfg), class_names=list(gen.class_names),
+                     w_dim=gen.w_dim, r_dim=clf.n_units, **fingerprints)
+        for split in SPLITS:
+            metrics[split] = sample_split(gen, clf, cfg, split, f.create_group(split), progress)
+    return metrics
+
+
+def load_pairs(path: str | os.PathLike, split: str, fields: tuple[str, ...] = DATASETS,
+               expect: dict | None = None) -> dict:
+    """Arrays of one split; `expect` maps attribute names (fingerprints, dims) to required values."""
+    with h5.open_checked(path, {split: fields}, producer="sample_pairs") as f:
+        for key, value in (expect or {}).items():
+            have = h5.get_attr(f, key)
+            if have != value:
+                raise UserError(f"{path}: made with {key}={have} but the current one is {value}; "
+                                "rerun dvc repro sample_pairs so pairs match the models")
+        out = {k: f[split][k][:] for k in fields}
+        out["attrs"] = {k: h5.get_attr(f, k) for k in f.attrs}
+    n = {len(v) for k, v in out.items() if k != "attrs"}
+    if len(n) != 1:
+        raise UserError(f"{path}: datasets of '{split}' have different lengths {sorted(n)}; the file is damaged, rerun dvc repro sample_pairs")
+    return out

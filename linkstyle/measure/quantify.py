@@ -1,0 +1,148 @@
+"""Quantify tuning renders part by part (METHOD.md section 5), block of units by block.
+
+Each render of `tuning.h5` is segmented by the few-shot segmenter (from the generator's
+features of its w) and, where the generator has its own part maps, also measured on
+those ("ground truth"): the two sets of changes side by side say how far the
+segmenter can be trusted. Output: two tidy tables,
+  measures (source, unit, seed, class, step, part, metric, value)   every step
+  changes  (source, unit, seed, class, part, metric, change)        last step vs step 0
+The small-part filter (mean area under `min_part_area` px) is applied once over all
+units at the end, so the result does not depend on the block size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import spearmanr
+from tqdm.auto import tqdm
+
+from linkstyle.core import h5
+from linkstyle.core.config import check
+from linkstyle.measure.parts import (
+    find_regions,
+    local_entropy,
+    match_regions,
+    measure_parts,
+    part_changes,
+)
+from linkstyle.measure.segmenter import segment_w
+
+TUNING_FIELDS = ("renders", "w", "units", "seeds", "classes")
+
+
+@dataclass(frozen=True)
+class QuantifyConfig:
+    """Options of stage `quantify_parts`."""
+
+    entropy_radius: int = 5
+    min_part_area: float = 20.0
+    min_region_px: int = 3
+    units_per_block: int = 16
+    n_jobs: int = 1
+    batch_size: int = 64
+    device: str = "auto"
+
+    def __post_init__(self):
+        check(self.entropy_radius >= 1, "entropy_radius", "must be >= 1")
+        check(self.min_part_area >= 0, "min_part_area", "must be >= 0")
+        check(self.units_per_block >= 1, "units_per_block", "must be >= 1")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+
+
+def _block_tables(images, masks, keys, names, cfg: QuantifyConfig, n_steps: int, entropy=None):
+    kw = dict(n_jobs=cfg.n_jobs)
+    meas = measure_parts(images, masks, names, entropy_radius=cfg.entropy_radius, keys=keys, entropy=entropy, **kw)
+    first, last = keys["step"].to_numpy() == 0, keys["step"].to_numpy() == n_steps - 1
+    item = ["unit", "seed", "class"]
+    kf, kl = keys[first][item].reset_index(drop=True), keys[last][item].reset_index(drop=True)
+    rk = dict(min_region_px=cfg.min_region_px, **kw)
+    reg_f = find_regions(masks[first], names, keys=kf, **rk)
+    reg_l = find_regions(masks[last], names, keys=kl, **rk)
+    matches = match_regions(masks[first], masks[last], names, keys=kf, **rk)
+    mf = meas[meas["step"] == 0].drop(columns="step")
+    ml = meas[meas["step"] == n_steps - 1].drop(columns="step")
+    ch = part_changes(mf, ml, regions_first=reg_f, regions_last=reg_l, matches=matches, on=item, min_part_area=0.0)
+    return meas, ch
+
+
+def quantify_tuning(tuning_path, gen, segmenter, cfg: QuantifyConfig, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Measures and changes of every render, from the segmenter and (if any) the generator's part maps."""
+    names = tuple(segmenter.label_names)
+    meas_all, ch_all = [], []
+    with h5.open_checked(tuning_path, {"": TUNING_FIELDS}, producer="tune_units") as f:
+        units, seeds, classes = f["units"][:], f["seeds"][:], f["classes"][:]
+        U, S, T = f["renders"].shape[:3]
+        has_gt = "parts_gt" in f
+        bar = tqdm(total=U * S * T, desc="quantify_parts", unit="img", disable=not progress)
+        for a in range(0, U, cfg.units_per_block):
+            b = min(U, a + cfg.units_per_block)
+            n = (b - a) * S * T
+            images = f["renders"][a:b].reshape(n, *f["renders"].shape[3:])
+            w = torch.as_tensor(f["w"][a:b].reshape(n, -1), device=gen.device)
+            keys = pd.DataFrame({
+                "unit": np.repeat(units[a:b], S * T),
+                "seed": np.tile(np.repeat(seeds, T), b - a),
+                "class": np.tile(np.repeat(classes, T), b - a),
+                "step": np.tile(np.arange(T), (b - a) * S),
+            })
+            sources = {"segmenter": segment_w(segmenter, gen, w, cfg.batch_size)}
+            if has_gt:
+                sources["ground_truth"] = f["parts_gt"][a:b].reshape(n, *f["parts_gt"].shape[3:])
+            entropy = local_entropy(images, cfg.entropy_radius, cfg.n_jobs)  # once for both sources
+            for source, masks in sources.items():
+                meas, ch = _block_tables(images, masks, keys, names, cfg, T, entropy)
+                meas_all.append(meas.assign(source=source))
+                ch_all.append(ch.assign(source=source))
+            bar.update(n)
+        bar.close()
+    measures = pd.concat(meas_all, ignore_index=True)
+    changes = pd.concat(ch_all, ignore_index=True)
+    # Small parts: mean area over all units, seeds and both end steps, per source.
+    ends = measures[(measures["metric"] == "area") & measures["step"].isin([0, T - 1])]
+    mean_area = ends.groupby(["source", "part"])["value"].mean()
+    keep = mean_area[mean_area >= cfg.min_part_area].reset_index()[["source", "part"]]
+    changes = changes.merge(keep, on=["source", "part"], how="inner")
+    order = ["source", "unit", "seed", "class"]
+    measures = measures[order + ["step", "part", "metric", "value"]]
+    changes = changes[order + ["part", "metric", "change"]]
+    return measures, changes
+
+
+def ground_truth_agreement(changes: pd.DataFrame, metrics=("area", "luminance", "entropy_mean")) -> dict:
+    """Segmenter vs ground-truth changes: Pearson and Spearman per metric, Pearson pooled.
+
+    Pooled: each metric z-scored by the ground truth's mean and std (so area, in relative
+    units, and entropy, in bits, weigh alike), then one correlation over all (unit, seed,
+    part, metric) rows: once over `metrics` ("pooled") and once over every metric
+    ("pooled_all"). Spearman is reported beside Pearson because relative area changes of
+    parts that start small have heavy tails, which Pearson weighs by their size.
+    """
+    if not {"segmenter", "ground_truth"} <= set(changes["source"].unique()):
+        return {}
+    key = ["unit", "seed", "class", "part", "metric"]
+    seg = changes[changes["source"] == "segmenter"].set_index(key)["change"]
+    gt = changes[changes["source"] == "ground_truth"].set_index(key)["change"]
+    both = pd.concat([seg.rename("seg"), gt.rename("gt")], axis=1, join="inner").dropna()
+    out = {"per_metric": {}, "per_metric_spearman": {}}
+    z, z_all = [], []
+    for m, g in both.groupby(level="metric"):
+        if len(g) > 2 and g["seg"].std() > 0 and g["gt"].std() > 0:
+            out["per_metric"][m] = float(np.corrcoef(g["seg"], g["gt"])[0, 1])
+            out["per_metric_spearman"][m] = float(spearmanr(g["seg"], g["gt"]).statistic)
+            s = g["gt"].std()
+            pair = ((g["seg"] - g["gt"].mean()) / s, (g["gt"] - g["gt"].mean()) / s)
+            z_all.append(pair)
+            if m in metrics:
+                z.append(pair)
+    for name, zz in (("pooled", z), ("pooled_all", z_all)):
+        if zz:
+            zs, zg = np.concatenate([a for a, _ in zz]), np.concatenate([b for _, b in zz])
+            out[name] = float(np.corrcoef(zs, zg)[0, 1])
+    if z:
+        out["pooled_metrics"] = list(metrics)
+    out["n_rows"] = int(len(both))
+    return out

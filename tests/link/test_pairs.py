@@ -1,0 +1,82 @@
+import h5py
+import numpy as np
+import pytest
+
+from linkstyle.core.errors import UserError
+from linkstyle.link.pairs import PairsConfig, load_pairs, sample_pairs
+
+FPS = {"generator_fingerprint": "g" * 16, "classifier_fingerprint": "c" * 16}
+
+
+def _cfg(**kw):
+    base = dict(psi=0.7, n_train_per_class=6, n_test_per_class=3, keep_correct=False, batch_size=4, device="cpu")
+    return PairsConfig(**{**base, **kw})
+
+
+def test_schema_seeds_and_attributes(tiny_gen, tiny_clf, tmp_path):
+    p = tmp_path / "pairs.h5"
+    stats = sample_pairs(tiny_gen, tiny_clf, _cfg(), p, FPS, progress=False)
+    assert stats["train"]["cat"] == {"kept": 6, "drawn": 6, "acceptance": 1.0}
+    with h5py.File(p) as f:
+        for split, n in (("train", 6), ("test", 3)):
+            g = f[split]
+            assert g["w"].shape == (5 * n, 16) and g["r"].shape == (5 * n, 16) and g["logits"].shape == (5 * n, 5)
+            assert g["w"].chunks is not None and g["w"].compression == "gzip"
+            assert np.array_equal(np.bincount(g["label"][:]), [n] * 5)
+        assert f.attrs["psi"] == 0.7 and f.attrs["generator_fingerprint"] == FPS["generator_fingerprint"]
+        seeds = np.concatenate([f["train"]["seed"][:], f["test"]["seed"][:]])
+    assert len(np.unique(seeds)) == len(seeds), "every sample has its own seed"
+    # A stored sample is reproduced from its recorded seed alone.
+    d = load_pairs(p, "train")
+    w = tiny_gen.sample_w(d["seed"][7:8], d["label"][7:8], 0.7).numpy()
+    np.testing.assert_array_equal(w, d["w"][7:8])
+
+
+def test_kept_pairs_do_not_depend_on_batch_size(tiny_gen, tiny_clf, tmp_path):
+    a = sample_pairs(tiny_gen, tiny_clf, _cfg(batch_size=3), tmp_path / "a.h5", FPS, progress=False)
+    b = sample_pairs(tiny_gen, tiny_clf, _cfg(batch_size=64), tmp_path / "b.h5", FPS, progress=False)
+    assert a == b
+    da, db = load_pairs(tmp_path / "a.h5", "test"), load_pairs(tmp_path / "b.h5", "test")
+    np.testing.assert_array_equal(da["seed"], db["seed"])
+    np.testing.assert_array_equal(da["w"], db["w"])
+    np.testing.assert_allclose(da["r"], db["r"], atol=1e-5)
+
+
+def test_keep_correct_filters_and_reports_acceptance(tiny_gen, biased_clf, tmp_path):
+    with pytest.raises(UserError, match="max_draws_factor.*'dog'"):
+        sample_pairs(tiny_gen, biased_clf, _cfg(keep_correct=True, max_draws_factor=2.0), tmp_path / "p.h5", FPS, progress=False)
+    assert not (tmp_path / "p.h5").exists(), "no half-written file is left behind"
+    assert not list(tmp_path.iterdir())
+
+
+def test_class_mismatch_is_one_line_error(tiny_gen, tmp_path):
+    from linkstyle.models.small_resnet import SmallResNet
+
+    other = SmallResNet(("a", "b", "c", "d", "e"), widths=(8,)).eval()
+    with pytest.raises(UserError, match="differ from classifier classes"):
+        sample_pairs(tiny_gen, other, _cfg(), tmp_path / "p.h5", FPS, progress=False)
+
+
+def test_overlapping_seed_ranges_rejected(tiny_gen, tiny_clf, tmp_path):
+    with pytest.raises(UserError, match="test_seed_base"):
+        sample_pairs(tiny_gen, tiny_clf, _cfg(test_seed_base=10_000_000 + 5), tmp_path / "p.h5", FPS, progress=False)
+
+
+def test_load_pairs_errors(tiny_gen, tiny_clf, tmp_path):
+    p = tmp_path / "pairs.h5"
+    with pytest.raises(UserError, match="pairs.h5: not found.*dvc repro sample_pairs"):
+        load_pairs(p, "train")
+    sample_pairs(tiny_gen, tiny_clf, _cfg(), p, FPS, progress=False)
+    with pytest.raises(UserError, match="generator_fingerprint=g+ but the current one is x"):
+        load_pairs(p, "train", expect={"generator_fingerprint": "x"})
+    with pytest.raises(UserError, match="missing 'train/nope'"):
+        load_pairs(p, "train", ("nope",))
+    t = tmp_path / "truncated.h5"
+    t.write_bytes(p.read_bytes()[: p.stat().st_size // 3])
+    with pytest.raises(UserError, match="truncated.h5: truncated or not an HDF5 file"):
+        load_pairs(t, "train")
+
+
+def test_bad_config():
+    with pytest.raises(UserError, match="psi"):
+        PairsConfig(psi=0.0)
