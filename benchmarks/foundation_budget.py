@@ -44,7 +44,7 @@ def main() -> None:
     dvc = [sys.executable, "-m", "dvc"]
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        for name in ("stages", "linkstyle"):
+        for name in ("stages", "linkstyle", "masks"):
             shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(ROOT / "dvc.yaml", d)
         shutil.copy(a.params, d / "params.yaml")

@@ -5,7 +5,7 @@ Usage: python benchmarks/pairs_speed.py [--generator data/generator.pt --classif
        [--glibc-default]
 
 Throughput: the same work (sample w, render, 8-bit image, preprocess, classify) done
-(a) by `linkstyle.pairs` in batches and (b) the way the reference code does it, one image
+(a) by `linkstyle.link.pairs` in batches and (b) the way the reference code does it, one image
 at a time with a PIL round trip, on the same models, side by side in one run.
 Memory: peak resident memory of `sample_pairs` in a fresh process at n_small vs n_large
 pairs per class; streaming to HDF5 should keep the two within 20%.
@@ -31,13 +31,18 @@ import torch
 
 
 def models(generator: str | None, classifier: str | None, device: str = "cpu"):
-    from linkstyle.models.registry import load_classifier
+    from linkstyle.models.registry import (
+        ClassifierSpec,
+        GeneratorSpec,
+        load_classifier,
+        load_generator,
+    )
     from linkstyle.models.small_resnet import SmallResNet
-    from linkstyle.models.stylegen import StyleGen, StyleGenConfig, load_stylegen
+    from linkstyle.models.stylegen import StyleGen, StyleGenConfig
     from linkstyle.world.procedural import CLASS_NAMES, PART_NAMES
 
     if generator and Path(generator).exists():
-        gen = load_stylegen(generator, device)
+        gen = load_generator(GeneratorSpec(path=generator), device)
     else:
         torch.manual_seed(0)
         gen = StyleGen(StyleGenConfig(), CLASS_NAMES, PART_NAMES).eval()
@@ -45,7 +50,7 @@ def models(generator: str | None, classifier: str | None, device: str = "cpu"):
         gen.fit_prior(np.random.default_rng(0).normal(size=(1000, gen.w_dim)) + labels[:, None], labels)
         gen = gen.to(device)
     if classifier and Path(classifier).exists():
-        clf = load_classifier(classifier, device)
+        clf = load_classifier(ClassifierSpec(path=classifier), device)
     else:
         clf = SmallResNet(CLASS_NAMES).eval().to(device)
     return gen, clf
@@ -73,11 +78,11 @@ def peak_rss_mb(n_per_class: int, generator, classifier, keep_freed: bool, devic
     """(peak RSS in MB, seconds) of one sample_pairs run in a fresh process."""
     code = f"""
 import resource, sys, time
-from linkstyle.cli import keep_freed_memory
+from linkstyle.core.runtime import keep_freed_memory
 if {keep_freed}: keep_freed_memory()
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from pairs_speed import models
-from linkstyle.pairs import PairsConfig, sample_pairs
+from linkstyle.link.pairs import PairsConfig, sample_pairs
 gen, clf = models({generator!r}, {classifier!r}, {device!r})
 cfg = PairsConfig(n_train_per_class={n_per_class}, n_test_per_class=10, keep_correct=False, batch_size={batch}, device={device!r})
 t = time.perf_counter()
@@ -129,7 +134,7 @@ def main() -> None:
     r8 = clf.represent(to_uint8(gen.synthesize(gen.sample_w(seeds[:4], [0] * 4, 0.7))).cpu().numpy())[0].numpy()
     same = np.allclose(np.concatenate([x[1] for x in ref[:4]]), r8, atol=1e-4)
     print(f"pair sampling, {a.n} pairs, device {dev}, batch {a.batch}, {torch.get_num_threads()} CPU threads:")
-    print(f"  batched (linkstyle.pairs) {batched:9.1f} pairs/s")
+    print(f"  batched (linkstyle.link.pairs) {batched:9.1f} pairs/s")
     print(f"  per-image loop + PIL      {loop:9.1f} pairs/s")
     print(f"  speed-up                  {batched / loop:9.1f} x   (same r: {same})")
     if a.skip_memory:

@@ -3,8 +3,8 @@
 Usage: python benchmarks/sweep_speed.py [--units 32] [--seeds N] [--steps N] [--params params.yaml]
 Needs the trained default models: run `dvc repro tune_units train_segmenter` first.
 
-Runs the library functions the stages call (`linkstyle.tuning.tune_units`,
-`linkstyle.quantify.quantify_tuning`) on the first `--units` units, in one process,
+Runs the library functions the stages call (`linkstyle.explain.tuning.tune_units`,
+`linkstyle.measure.quantify.quantify_tuning`) on the first `--units` units, in one process,
 with the tune_units and quantify_parts options of params.yaml, timing each; then
 projects the whole default sweep (all units, the params' seeds and steps) and
 the paper's scale (2,048 units x 100 seeds x 3 steps) from the measured per-image costs
@@ -31,20 +31,19 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--data", type=Path, default=Path("data"))
     a = ap.parse_args()
-    need = [a.data / p for p in ("generator.pt", "classifier.pt", "pairs.h5", "links/ridge.pt", "segmenter.pt")]
-    missing = [str(p) for p in need if not p.exists()]
-    if missing:
-        sys.exit(f"sweep_speed: {missing[0]} not found; run `dvc repro tune_units train_segmenter` first")
-
     from linkstyle.core import cli
+    from linkstyle.core.io import read_params
+    from linkstyle.core.runtime import resolve_device
     from linkstyle.explain.tuning import (
         TuningConfig,
         pick_seeds,
         resolve_units,
         tune_units,
     )
+    from linkstyle.link.bundle import load_linked
     from linkstyle.measure.quantify import QuantifyConfig, quantify_tuning
     from linkstyle.measure.segmenter import load_segmenter
+    from linkstyle.models.registry import ClassifierSpec, GeneratorSpec
 
     # The stages' own options, so the figures are those of `dvc repro`; only the units,
     # seeds and steps are overridden.
@@ -52,11 +51,13 @@ def main() -> None:
     tcfg = replace(tcfg, units=None, unit_range=(0, a.units), n_seeds=a.seeds or tcfg.n_seeds,
                    n_steps=a.steps or tcfg.n_steps, range_source="seeds")
     qcfg = cli.section(a.params, "quantify_parts", QuantifyConfig)
-    dev = cli.device(tcfg.device)  # also sets threads and keep_freed_memory, as the stages do
-    gen, clf, link, test, fps = cli.load_linked(a.data / "generator.pt", a.data / "classifier.pt",
-                                                a.data / f"links/{tcfg.link}.pt", a.data / "pairs.h5", "test",
-                                                ("r", "label", "seed"), dev)
-    seg = load_segmenter(a.data / "segmenter.pt", fps["generator_fingerprint"], device=dev)
+    dev = resolve_device(tcfg.device)  # also sets threads and keep_freed_memory, as the stages do
+    use = read_params(a.params, "fit_link").get("use", "ridge")
+    L = load_linked(cli.section(a.params, "models.generator", GeneratorSpec),
+                    cli.section(a.params, "models.classifier", ClassifierSpec), a.data / f"links/{use}.pt",
+                    a.data / "pairs.h5", "test", ("r", "label", "seed"), dev)
+    gen, clf, link, test = L.gen, L.clf, L.link, L.pairs
+    seg = load_segmenter(a.data / "segmenter.pt", gen.fingerprint, device=dev)
     units = resolve_units(tcfg, clf.n_units)
     pick = pick_seeds(test["label"], tcfg.n_seeds, gen.n_classes)
     r_base = test["r"][pick]
