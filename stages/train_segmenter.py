@@ -19,7 +19,7 @@ def main(masks: Path = typer.Option(..., help="folder of user masks (used when t
     cfg = cli.section(params, "train_segmenter", FewShotConfig)
     gen = load_generator(cli.section(params, "models.generator", GeneratorSpec),
                          resolve_device(cfg.device, f"{params}: train_segmenter.device"))
-    model, m = fit_segmenter(gen, cfg.model, cfg, masks, progress=progress_enabled())
+    model, m = fit_segmenter(gen, cfg, masks, progress=progress_enabled())
     save_segmenter(out, model, gen.fingerprint, info=m)
     write_json(metrics, m)
     print(f"train_segmenter: {m['n_shots']} shots, held-out mean IoU {m.get('mean_iou', float('nan')):.3f} -> {out}")

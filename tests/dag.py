@@ -31,8 +31,8 @@ def _with_parents(module: str) -> list[str]:
 def _imported_modules(path: Path) -> set[str]:
     """Every linkstyle module that `path` imports, resolved to module names."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    rel = path.relative_to(ROOT).with_suffix("").parts
-    own_pkg = rel[:-1] if rel[-1] != "__init__" else rel[:-1]
+    rel = path.relative_to(ROOT).with_suffix("").parts if path.is_relative_to(ROOT) else ("script",)
+    own_pkg = rel[:-1]
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -1,0 +1,1 @@
+"""Across units: selectivity, label sparsity, t-SNE and clustering (`units`), Hoyer sparsity (`sparsity`)."""

@@ -37,16 +37,19 @@ def run(fn: Callable) -> None:
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(fn)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Also where SIGINT arrives ignored (background jobs of a non-interactive shell):
+    # an explicit `kill -INT` or timeout -s INT must stop the stage, not be dropped.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupted = "error: interrupted; outputs were left as they were"
     try:
         code = app(standalone_mode=False)
+        if code == 130:  # typer turns KeyboardInterrupt into Exit(130), returned in this mode
+            print(interrupted, file=sys.stderr)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         code = 2
-    except click.exceptions.Abort:  # click turns KeyboardInterrupt into Abort
-        print("error: interrupted; outputs were left as they were", file=sys.stderr)
-        code = 130
-    except KeyboardInterrupt:
-        print("error: interrupted; outputs were left as they were", file=sys.stderr)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        print(interrupted, file=sys.stderr)
         code = 130
     except Terminated:
         print("error: terminated (SIGTERM); outputs were left as they were", file=sys.stderr)

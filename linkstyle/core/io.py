@@ -52,6 +52,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def target_of(path: str | os.PathLike) -> Path:
+    """The output a temp file of `atomic_path` stands for (`path` itself if it is none)."""
+    path = Path(path)
+    m = re.match(r"^\.(.+)\.\d+\.[^.]+\.tmp$", path.name)
+    return path.with_name(m.group(1)) if m else path
+
+
 def remove_orphans(path: str | os.PathLike) -> list[Path]:
     """Delete temp files of `path` left by writers that no longer run; return what was removed."""
     path = Path(path)

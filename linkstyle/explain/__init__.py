@@ -1,0 +1,1 @@
+"""Explanations through the link: setting one unit of R at a time and rendering (`tuning`)."""

@@ -56,6 +56,7 @@ class TuningConfig:
         check(self.unit_range is None or (len(self.unit_range) == 2 and 0 <= self.unit_range[0] < self.unit_range[1]),
               "unit_range", "must be [start, stop) with 0 <= start < stop")
         check(self.units is None or self.unit_range is None, "units", "and unit_range are exclusive; set one of them")
+        check(self.units is None or len(self.units) > 0, "units", "is an empty list; list unit ids, or null for all units")
 
 
 def resolve_units(cfg: TuningConfig, n_units: int) -> np.ndarray:
@@ -139,7 +140,9 @@ def tune_units(gen, clf, link, r_base: np.ndarray, seeds: np.ndarray, classes: n
             flat_c = flat.cpu()
             unit_t = r_t.gather(1, torch.as_tensor(u).repeat_interleave(S * T)[:, None])[:, 0]
             corr = rowwise_corr(flat_c.numpy(), r_t.numpy()).astype(np.float32)
-            ds["renders"][a : a + n] = to_uint8(img).cpu().numpy().reshape(n, S, T, res, res, 3)
+            renders = to_uint8(img).cpu().numpy().reshape(n, S, T, res, res, 3)
+            h5.ensure_block(f, renders, w, parts if parts is not None else np.zeros(0))
+            ds["renders"][a : a + n] = renders
             ds["w"][a : a + n] = w.cpu().numpy().reshape(n, S, T, -1)
             ds["r_tilde_unit"][a : a + n] = unit_t.numpy().reshape(n, S, T)
             ds["r_tilde_corr"][a : a + n] = corr.reshape(n, S, T)

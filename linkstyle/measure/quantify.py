@@ -51,6 +51,7 @@ class QuantifyConfig:
         check(self.min_part_area >= 0, "min_part_area", "must be >= 0")
         check(self.units_per_block >= 1, "units_per_block", "must be >= 1")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.n_jobs >= 1 or self.n_jobs == -1, "n_jobs", f"must be >= 1, or -1 for every core, got {self.n_jobs}")
 
 
 def _block_tables(images, masks, keys, names, cfg: QuantifyConfig, n_steps: int, entropy=None):

@@ -191,13 +191,13 @@ class FewShotConfig:
         check(self.n_eval >= 1, "n_eval", "must be >= 1")
 
 
-def fit_segmenter(gen, model_cfg: SegmenterConfig, cfg: FewShotConfig, masks_dir: str | os.PathLike,
-                  progress: bool = True):
+def fit_segmenter(gen, cfg: FewShotConfig, masks_dir: str | os.PathLike, progress: bool = True):
     """Train on K labelled generated images; return (segmenter, metrics).
 
     The labels are the generator's own part maps, or with `cfg.labels == "masks"` the
     masks in `masks_dir` (layout in `linkstyle.measure.masks`).
     """
+    model_cfg = cfg.model
     if cfg.labels == "masks":
         seeds, classes, masks, names = load_mask_folder(masks_dir, gen.resolution, n_classes=gen.n_classes)
     else:

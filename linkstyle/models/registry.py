@@ -18,6 +18,7 @@ read with weights_only=True).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -65,8 +66,15 @@ class ClassifierSpec:
               "and class_names apply to torchvision_resnet50 only; a builtin classifier stores its classes")
 
 
+def _exists(path: str, param: str, producer: str) -> None:
+    if not Path(path).is_file():
+        raise UserError(f"{path}: model file not found; fix {param} in params.yaml, or for the built-in model "
+                        f"run dvc repro {producer}")
+
+
 def load_generator(spec: GeneratorSpec, device: str | torch.device = "cpu") -> Generator:
     """The generator a spec names, in eval mode on `device`; `.fingerprint` is its file's hash."""
+    _exists(spec.path, "models.generator.path", "train_generator")
     gen, _ = load_module(spec.path, "generator", GENERATORS, producer="train_generator", device=device)
     gen.fingerprint = fingerprint(spec.path)
     return gen
@@ -74,6 +82,7 @@ def load_generator(spec: GeneratorSpec, device: str | torch.device = "cpu") -> G
 
 def load_classifier(spec: ClassifierSpec, device: str | torch.device = "cpu") -> Classifier:
     """The classifier a spec names, in eval mode on `device`; `.fingerprint` is its file's hash."""
+    _exists(spec.path, "models.classifier.path", "train_classifier")
     if spec.kind == "torchvision_resnet50":
         clf = load_torchvision_resnet50(spec.path, spec.class_indices, spec.class_names, device)
     else:

@@ -66,7 +66,8 @@ class WorldConfig:
     chunk: int = 1024
 
     def __post_init__(self):
-        check(16 <= self.resolution <= 128, "resolution", f"must be between 16 and 128, got {self.resolution}")
+        check(self.resolution in (16, 32, 64, 128), "resolution",
+              f"must be 16, 32, 64 or 128 (the generator doubles from 4 px), got {self.resolution}")
         check(self.n_train_per_class > 0, "n_train_per_class", "must be > 0")
         check(self.n_test_per_class > 0, "n_test_per_class", "must be > 0")
         check(self.train_seed_base >= 0 and self.test_seed_base >= 0, "train_seed_base", "seed bases must be >= 0")

@@ -11,7 +11,14 @@ import torch
 from linkstyle.core.config import from_params
 from linkstyle.core.errors import UserError
 from linkstyle.link.fit import LINK_KINDS, check_kind, fit_link, link_metrics, predict_w
-from linkstyle.link.linear import RIDGE_ALPHAS, LinearLink, OLSConfig, RidgeConfig, fit_ols, fit_ridge
+from linkstyle.link.linear import (
+    RIDGE_ALPHAS,
+    LinearLink,
+    OLSConfig,
+    RidgeConfig,
+    fit_ols,
+    fit_ridge,
+)
 from linkstyle.link.mlp import MLPConfig, MLPLink, fit_mlp
 from linkstyle.link.store import load_link, save_link
 

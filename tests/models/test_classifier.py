@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from linkstyle.core.checkpoint import save_module
 from linkstyle.core.errors import UserError
 from linkstyle.models.classifier_training import (
     ClassifierTrainConfig,
@@ -9,7 +10,6 @@ from linkstyle.models.classifier_training import (
     evaluate,
     train_classifier,
 )
-from linkstyle.core.checkpoint import save_module
 from linkstyle.models.registry import ClassifierSpec, load_classifier
 from linkstyle.models.resnet50 import ResNet50, load_torchvision_resnet50
 from linkstyle.models.small_resnet import SmallResNet

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from linkstyle.core.checkpoint import save_module
 from linkstyle.core.errors import UserError
 from linkstyle.core.images import to_uint8
-from linkstyle.core.checkpoint import save_module
 from linkstyle.models.registry import GeneratorSpec, load_generator
 from linkstyle.models.stylegen import StyleGen, StyleGenConfig
 from linkstyle.world.procedural import CLASS_NAMES, PART_NAMES
