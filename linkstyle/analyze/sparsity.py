@@ -1,4 +1,4 @@
-"""Label sparsity of a unit's effect (METHOD.md section 6).
+"""Label sparsity of a unit's effect (docs/method.md section 6).
 
 The paper does not publish its sparsity formula; this project uses Hoyer sparsity of
 the absolute change vector over labels (parts):

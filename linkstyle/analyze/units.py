@@ -1,4 +1,4 @@
-"""Systematic analysis across units (METHOD.md section 6; the paper's Fig. 4 and 5).
+"""Systematic analysis across units (docs/method.md section 6; the paper's Fig. 4 and 5).
 
 Input is the tidy change table of `linkstyle.quantify` (source, unit, seed, class,
 part, metric, change; area change already divided by the step-0 area, luminance by
@@ -101,12 +101,6 @@ def _vectors(stats: pd.DataFrame, parts: list[str], cfg: AnalysisConfig) -> pd.D
     return wide.loc[:, wide.notna().any(axis=0)]
 
 
-def unit_label_vectors(changes: pd.DataFrame, cfg: AnalysisConfig) -> pd.DataFrame:
-    """Units x (metric, part): mean change over seeds (NaN where a part is absent)."""
-    sel = select_changes(changes, cfg)
-    return _vectors(_unit_stats(sel, cfg), _parts(sel), cfg)
-
-
 def _selectivity(sel: pd.DataFrame, stats: pd.DataFrame, parts: list[str], cfg: AnalysisConfig) -> pd.DataFrame:
     ranked = stats.assign(_abs=stats["scaled_change"].abs().fillna(-1.0),
                           _p=stats["part"].map({p: i for i, p in enumerate(parts)}),
@@ -124,18 +118,21 @@ def _selectivity(sel: pd.DataFrame, stats: pd.DataFrame, parts: list[str], cfg: 
     return table[cols].sort_values("unit", kind="stable").reset_index(drop=True)
 
 
-def selectivity_table(changes: pd.DataFrame, cfg: AnalysisConfig) -> pd.DataFrame:
-    """One row per unit: its strongest (part, metric) and how selective it is there.
+def unit_tables(sel: pd.DataFrame, cfg: AnalysisConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(label vectors, selectivity table) of the selected changes (`select_changes`).
 
-    strongest = the (part, metric) with the largest |mean change over seeds| after each
-    metric is divided by its std over all units, parts and seeds (metrics have unlike
+    vectors: units x (metric, part), the mean change over seeds (NaN where a part is absent).
+    selectivity: one row per unit, its strongest (part, metric) and how selective it is
+    there. strongest = the (part, metric) with the largest |mean change over seeds| after
+    each metric is divided by its std over all units, parts and seeds (metrics have unlike
     units, so raw sizes would always favour the widest one); `scaled_change` is that
     ratio. consistency = fraction of seeds whose change has the sign of the mean;
     sparsity = Hoyer sparsity over parts of the mean |change| in that metric (1: one
     part carries all). selectivity = |scaled_change| x consistency ranks the strips.
     """
-    sel = select_changes(changes, cfg)
-    return _selectivity(sel, _unit_stats(sel, cfg), _parts(sel), cfg)
+    parts = _parts(sel)
+    stats = _unit_stats(sel, cfg)
+    return _vectors(stats, parts, cfg), _selectivity(sel, stats, parts, cfg)
 
 
 def class_sparsity(changes: pd.DataFrame, cfg: AnalysisConfig,
@@ -245,9 +242,7 @@ def analyze(changes: pd.DataFrame, tuning, cfg: AnalysisConfig) -> tuple[dict[st
     """
     sel = select_changes(changes, cfg)
     parts = _parts(sel)
-    stats = _unit_stats(sel, cfg)
-    vectors = _vectors(stats, parts, cfg)
-    table = _selectivity(sel, stats, parts, cfg)
+    vectors, table = unit_tables(sel, cfg)
     # As many clusters as parts some unit prefers, so cluster_part_ari compares like with like.
     clusters, z = cluster_units(vectors, cfg, n_clusters=max(1, table["strongest_part"].nunique()))
     table = table.merge(tsne_embedding(vectors, cfg), on="unit", how="left").merge(clusters, on="unit", how="left")

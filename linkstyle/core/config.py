@@ -13,6 +13,7 @@ import typing
 from typing import Any, TypeVar
 
 from linkstyle.core.errors import UserError
+from linkstyle.core.io import plain
 
 T = TypeVar("T")
 
@@ -77,8 +78,4 @@ def check(cond: bool, key: str, msg: str) -> None:
 
 def to_dict(cfg: Any) -> dict:
     """A config as plain, JSON-ready values (tuples become lists, nested sections dicts)."""
-    def plain(v):
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return [plain(x) for x in v] if isinstance(v, (tuple, list)) else v
     return plain(dataclasses.asdict(cfg))

@@ -134,16 +134,6 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
         tmp.write_text(json.dumps(plain(data, digits=6), indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: file not found; run the stage that writes it first (dvc repro)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e.msg}, line {e.lineno}); delete it and rerun dvc repro") from None
-
-
 class _StrictLoader(yaml.SafeLoader):
     """YAML's safe loader, but a key given twice in one mapping is an error, not 'last wins'."""
 

@@ -1,4 +1,4 @@
-"""Tuning single units (METHOD.md section 4): set r_i to a few values, link to w, render.
+"""Tuning single units (docs/method.md section 4): set r_i to a few values, link to w, render.
 
 For each tuned unit i, test seed s and step t, r = r_s with r_i replaced by
 v_i,t, the t-th of n_steps values spread linearly over the unit's observed [min, max]

@@ -1,4 +1,4 @@
-"""The cycle I -> r -> w~ -> I~ on held-out pairs (METHOD.md section 3, paper Fig. 3B-C).
+"""The cycle I -> r -> w~ -> I~ on held-out pairs (docs/method.md section 3, paper Fig. 3B-C).
 
 How close is I~ to I? Measured in spaces other than R, so the check is not circular:
 - 1 - SSIM (scikit-image's structural similarity on the 8-bit RGB images): a standard

@@ -22,9 +22,9 @@ from linkstyle.link.linear import (
     LinearLink,
     OLSConfig,
     RidgeConfig,
-    _ols,
     as_array,
     check_pairs,
+    fit_ols,
     fit_ridge,
 )
 from linkstyle.link.mlp import MLPConfig, MLPLink, fit_mlp
@@ -38,8 +38,7 @@ class LinkKind:
 
 
 def _fit_ols(r, w, cfg: OLSConfig, device, progress):
-    weight, bias, rank = _ols(r, w)
-    return LinearLink.from_numpy(weight, bias, kind="ols"), {"rank": rank}
+    return fit_ols(r, w)
 
 
 def _fit_ridge(r, w, cfg: RidgeConfig, device, progress):

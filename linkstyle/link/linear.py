@@ -107,11 +107,11 @@ def _ols(r: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return coef.T, w_mean - r_mean @ coef, int(rank)
 
 
-def fit_ols(r: Any, w: Any) -> LinearLink:
-    """Least squares with intercept (minimum-norm where r is rank deficient)."""
+def fit_ols(r: Any, w: Any) -> tuple[LinearLink, dict]:
+    """Least squares with intercept (minimum-norm where r is rank deficient); info: rank of r."""
     r, w = check_pairs(r, w, why="ordinary least squares")
-    weight, bias, _ = _ols(r, w)
-    return LinearLink.from_numpy(weight, bias)
+    weight, bias, rank = _ols(r, w)
+    return LinearLink.from_numpy(weight, bias, kind="ols"), {"rank": rank}
 
 
 class _RidgePath:

@@ -1,4 +1,4 @@
-"""Paired data: w -> image -> classifier, kept when the classifier is right (METHOD.md 1).
+"""Paired data: w -> image -> classifier, kept when the classifier is right (docs/method.md section 1).
 
 Every sample has its own seed (the reference code re-drew with one seed and so kept
 repeated samples). Seeds of class c in a split are `seed_base + c * class_stride + k`

@@ -143,9 +143,8 @@ def _repetition(rep: int, w: np.ndarray, r: np.ndarray, y: np.ndarray, n_cluster
         ("ari", "control_random", kmeans_ari(random_space, y, n_clusters, n_init, km_seed)),
     ]
     for kind in RSA_KINDS:
-        tri_w = _upper_triangle(w, kind)
         for space, other in (("W-R", r), ("control_shuffled", r[row_perm]), ("control_random", random_space)):
-            rows.append((f"rsa_{kind}", space, float(np.corrcoef(tri_w, _upper_triangle(other, kind))[0, 1])))
+            rows.append((f"rsa_{kind}", space, rsa(w, other, kind)))
     return [(rep, analysis, space, value) for analysis, space, value in rows]
 
 

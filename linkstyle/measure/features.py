@@ -67,16 +67,3 @@ def generator_maps(generator: Any, w: torch.Tensor, layers: Optional[Sequence[in
         maps = generator.synthesis_features(w[i:i + batch_size])
         chunks.append([maps[j].float() for j in resolve_layers(len(maps), layers)])
     return [torch.cat(c).clone() for c in zip(*chunks)]
-
-
-def generator_features(generator: Any, w: torch.Tensor, layers: Optional[Sequence[int]] = None,
-                       mode: str = "nearest", batch_size: int = 16, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Stacked features [N, C, R, R] of `generator` for w [N, w_dim], R = generator.resolution.
-
-    Runs `synthesis_features` batch by batch, so only one batch's raw maps exist at a time.
-    """
-    parts = [stack_features(generator.synthesis_features(w[i:i + batch_size]), generator.resolution,
-                            layers, mode, batch_size, dtype) for i in range(0, len(w), batch_size)]
-    if not parts:
-        raise UserError("generator_features needs at least one w")
-    return torch.cat(parts).clone()  # clone outside inference mode: a normal tensor that training can use

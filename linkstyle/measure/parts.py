@@ -1,4 +1,4 @@
-"""Per-part image measurements and their changes across perturbation steps (METHOD.md section 5).
+"""Per-part image measurements and their changes across perturbation steps (docs/method.md section 5).
 
 Inputs are renders `images` (uint8 [N, H, W, 3]) and their part maps `masks` (integer
 [N, H, W], label ids 0..len(part_names)-1). Three table-producing functions work on

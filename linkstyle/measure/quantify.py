@@ -1,4 +1,4 @@
-"""Quantify tuning renders part by part (METHOD.md section 5), block of units by block.
+"""Quantify tuning renders part by part (docs/method.md section 5), block of units by block.
 
 Each render of `tuning.h5` is segmented by the few-shot segmenter (from the generator's
 features of its w) and, where the generator has its own part maps, also measured on

@@ -1,4 +1,4 @@
-"""Few-shot part segmenter on the generator's own synthesis features (METHOD.md section 5).
+"""Few-shot part segmenter on the generator's own synthesis features (docs/method.md section 5).
 
 As in "Repurposing GANs for one-shot semantic part segmentation": the intermediate
 synthesis feature maps of a handful of generated images are upsampled (nearest) to the

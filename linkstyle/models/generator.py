@@ -128,10 +128,3 @@ class Generator(nn.Module):
             return self.synthesize(w), self.part_maps(w)
         images = torch.cat([o[0] for o in out])
         return images, (torch.cat([o[1] for o in out]) if out[0][1] is not None else None)
-
-    def describe(self) -> dict:
-        return dict(
-            w_dim=self.w_dim, z_dim=self.z_dim, num_ws=self.num_ws, n_classes=self.n_classes,
-            resolution=self.resolution, class_names=list(self.class_names),
-            part_names=list(self.part_names) if self.part_names else None,
-        )

@@ -20,14 +20,22 @@ from linkstyle.analyze.units import (
     class_sparsity,
     cluster_units,
     select_changes,
-    selectivity_table,
     strip_selection,
     tsne_embedding,
-    unit_label_vectors,
+    unit_tables,
 )
 from linkstyle.core.config import from_params
 from linkstyle.core.errors import UserError
 from linkstyle.report.units import plot_strips
+
+
+def selectivity_table(changes, cfg):
+    return unit_tables(select_changes(changes, cfg), cfg)[1]
+
+
+def unit_label_vectors(changes, cfg):
+    return unit_tables(select_changes(changes, cfg), cfg)[0]
+
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGE = ROOT / "stages" / "analyze_units.py"

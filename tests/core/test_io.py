@@ -1,3 +1,5 @@
+import json
+
 """Atomic writes: all or nothing, and the output gets an ordinary file mode."""
 
 import os
@@ -6,7 +8,7 @@ import stat
 import numpy as np
 import pytest
 
-from linkstyle.core.io import atomic_path, read_json, write_json
+from linkstyle.core.io import atomic_path, write_json
 
 
 def test_crash_leaves_old_file_and_no_temp(tmp_path):
@@ -34,4 +36,4 @@ def test_json_is_sorted_rounded_and_numpy_safe(tmp_path):
     write_json(tmp_path / "m.json", {"b": np.float32(0.1234567891), "a": np.arange(2), "c": float("nan")})
     text = (tmp_path / "m.json").read_text()
     assert text.index('"a"') < text.index('"b"')
-    assert read_json(tmp_path / "m.json") == {"a": [0, 1], "b": 0.123457, "c": None}
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": [0, 1], "b": 0.123457, "c": None}

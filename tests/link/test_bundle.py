@@ -23,9 +23,9 @@ def test_load_linked_checks_fingerprints_and_link_size(tiny_gen, tiny_clf, tmp_p
     rng = torch.Generator().manual_seed(0)
     r = torch.rand(40, tiny_clf.n_units, generator=rng)
     pfp = {"pairs_fingerprint": fingerprint(pairs_p)}
-    save_link(tmp_path / "ok.pt", fit_ols(r, torch.rand(40, tiny_gen.w_dim, generator=rng)), **pfp)
-    save_link(tmp_path / "bad.pt", fit_ols(r, torch.rand(40, tiny_gen.w_dim + 1, generator=rng)), **pfp)
-    save_link(tmp_path / "stale.pt", fit_ols(r, torch.rand(40, tiny_gen.w_dim, generator=rng)), pairs_fingerprint="0" * 16)
+    save_link(tmp_path / "ok.pt", fit_ols(r, torch.rand(40, tiny_gen.w_dim, generator=rng))[0], **pfp)
+    save_link(tmp_path / "bad.pt", fit_ols(r, torch.rand(40, tiny_gen.w_dim + 1, generator=rng))[0], **pfp)
+    save_link(tmp_path / "stale.pt", fit_ols(r, torch.rand(40, tiny_gen.w_dim, generator=rng))[0], pairs_fingerprint="0" * 16)
 
     L = load_linked(gs, cs, tmp_path / "ok.pt", pairs_p, "test", ("r", "label"), torch.device("cpu"))
     assert {k: L.fingerprints[k] for k in fps} == fps and L.fingerprints["pairs_fingerprint"] == pfp["pairs_fingerprint"]

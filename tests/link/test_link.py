@@ -49,7 +49,7 @@ def small_mlp_cfg(**kw):
 
 def test_ols_recovers_known_map():
     r, w, a, b = linear_pairs(500, 12, 5, noise=1e-4)
-    link = fit_ols(r, w)
+    link = fit_ols(r, w)[0]
     assert isinstance(link, LinearLink) and (link.r_dim, link.w_dim) == (12, 5)
     assert link.weight.dtype == torch.float32
     np.testing.assert_allclose(link.weight.double().numpy(), a, atol=1e-4)
@@ -61,7 +61,7 @@ def test_ols_recovers_known_map():
 def test_ols_rank_deficient_is_finite():
     r, w, _, _ = linear_pairs(20, 40, 3, noise=0.1)  # fewer pairs than units
     r[:, 5] = 0.0  # a dead unit
-    link = fit_ols(r, w)
+    link = fit_ols(r, w)[0]
     assert torch.isfinite(link.weight).all()
     assert link_metrics(w, predict_w(link, r))["r2"] > 0.999
 
@@ -80,7 +80,7 @@ def test_ridge_alpha_follows_noise():
 def test_ridge_small_alpha_matches_ols():
     r, w, _, _ = linear_pairs(200, 15, 4, noise=0.5, seed=2)
     ridge, info = fit_ridge(r, w, alphas=(1e-9,), cv_folds=3)
-    ols = fit_ols(r, w)
+    ols = fit_ols(r, w)[0]
     assert info["alpha"] == 1e-9
     torch.testing.assert_close(ridge.weight, ols.weight, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ridge.bias, ols.bias, atol=1e-5, rtol=1e-5)
@@ -93,7 +93,7 @@ def test_mlp_beats_ols_on_nonlinear_map_and_is_deterministic():
     mlp, info = fit_mlp(r, w, cfg, progress=False)
     assert isinstance(mlp, MLPLink) and info["best_epoch"] > 0
     r2_mlp = link_metrics(w_test, predict_w(mlp, r_test))["r2"]
-    r2_ols = link_metrics(w_test, predict_w(fit_ols(r, w), r_test))["r2"]
+    r2_ols = link_metrics(w_test, predict_w(fit_ols(r, w)[0], r_test))["r2"]
     assert 1 - r2_mlp < 0.5 * (1 - r2_ols), (r2_mlp, r2_ols)  # at most half the unexplained variance
 
     again, info2 = fit_mlp(r, w, cfg, progress=False)
@@ -154,7 +154,7 @@ def test_save_load_round_trip(tmp_path, kind):
 def test_load_link_errors_name_the_file(tmp_path):
     r, w, _, _ = linear_pairs(50, 8, 4, noise=0.1)
     path = tmp_path / "link.pt"
-    save_link(path, fit_ols(r, w), {})
+    save_link(path, fit_ols(r, w)[0], {})
     with pytest.raises(UserError, match=r"link maps r of 8 units to w of 4 dims, but the classifier has 16 units"):
         load_link(path, r_dim=16)
     with pytest.raises(UserError, match="generator's w has 512 dims") as e:

@@ -14,7 +14,6 @@ from PIL import Image
 from linkstyle.core.config import from_params
 from linkstyle.core.errors import UserError
 from linkstyle.measure.features import (
-    generator_features,
     generator_maps,
     stack_features,
 )
@@ -114,13 +113,6 @@ def test_stack_features_shapes_and_exact_nearest():
         stack_features(maps, 32, layers=(7,))
 
 
-def test_generator_features_batches_like_one_call():
-    gen = FakeGenerator()
-    w = torch.full((5, 4), 2.0)
-    x = generator_features(gen, w, batch_size=5)
-    assert x.shape == (5, 4 * (len(LABELS) + 6), RES, RES) and not x.is_inference()
-
-
 # ---------------------------------------------------------------------------- training
 
 def test_segmenter_recovers_parts(data, trained):
@@ -169,7 +161,7 @@ def test_generator_maps_and_segment_w_match_stacked(data, trained):
     w = torch.full((6, 4), 5.0)
     maps = generator_maps(gen, w, model.layers, batch_size=6)
     assert [m.shape[-1] for m in maps] == [4, 8, 16, 32] and not maps[0].is_inference()
-    stacked = generator_features(gen, w, model.layers, batch_size=6)
+    stacked = stack_features(gen.synthesis_features(w), gen.resolution, model.layers)
     assert np.array_equal(segment(model, maps, batch_size=4), segment(model, stacked, batch_size=4))
     assert np.array_equal(segment_w(model, gen, w, batch_size=6), segment(model, stacked))
 

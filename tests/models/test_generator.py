@@ -20,9 +20,8 @@ def gen():
 
 
 def test_metadata(gen):
-    d = gen.describe()
-    assert d["w_dim"] == 16 and d["n_classes"] == 5 and d["resolution"] == 32
-    assert d["num_ws"] == 8 and d["class_names"] == list(CLASS_NAMES)
+    assert gen.w_dim == 16 and gen.n_classes == 5 and gen.resolution == 32
+    assert gen.num_ws == 8 and gen.class_names == tuple(CLASS_NAMES)
 
 
 def test_shapes_and_ranges(gen):
