@@ -1,4 +1,11 @@
-"""Features."""
+"""The segmenter's input: the generator's own intermediate synthesis feature maps.
+
+As in "Repurposing GANs for one-shot semantic part segmentation", the maps of a render
+are its per-pixel features: `generator_maps` collects the chosen maps (each at its own
+size), `stack_features` upsamples them to the image size and concatenates them.
+`layers` picks indices into `Generator.synthesis_features(w)` (coarse to fine); None
+means every other map from 0 (one per resolution for a StyleGAN-like synthesis).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,13 @@
-"""Masks."""
+"""User-drawn part masks for the few-shot segmenter of a generator without part maps.
+
+One folder (the repository's `masks/`, see its README):
+  labels.txt   one label name per line; line index = label id; line 0 = background
+  samples.csv  header `file,seed,class`: each mask file and the generator seed and class
+               id whose image it labels (the pipeline regenerates w and the features)
+  <file>       index-mask PNGs, single channel (8- or 16-bit grey, or palette), pixel
+               value = label id, size = generator resolution x resolution
+Every problem is a one-line UserError naming the file (and the line of samples.csv).
+"""
 
 from __future__ import annotations
 

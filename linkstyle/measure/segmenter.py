@@ -5,10 +5,6 @@ synthesis feature maps of a handful of generated images are upsampled (nearest) 
 image size and concatenated per pixel; a small dilated CNN learns pixel labels from them.
 New images are segmented from their own features, so no image encoder is ever needed.
 
-Feature maps: `Generator.synthesis_features(w)` returns them coarse to fine. `layers`
-picks indices into that list; None means every other map, starting at 0 (list[::2]),
-i.e. one map per resolution for a StyleGAN-like synthesis (4, 8, 8, 16, 16, ...).
-
 Network (reference size "S"): len(channels) hidden blocks of dilated conv3x3 -> GroupNorm
 -> ReLU, then one more dilated conv3x3 to the label logits, so len(dilations) must be
 len(channels) + 1 (dilations (1,2,1,2,1), channels (128,64,64,32)). GroupNorm rather than
@@ -17,13 +13,7 @@ normalisation makes outputs independent of the batch in training and inference a
 The input is standardised per channel with statistics of the training features, kept as
 buffers, because generator layers differ in scale by orders of magnitude.
 
-User-supplied masks for a real generator (`load_mask_folder`) live in one folder:
-  <folder>/labels.txt   one label name per line; line index = label id; line 0 = background
-  <folder>/samples.csv  header `file,seed,class`: each mask file and the generator seed and
-                        class id whose image it labels (the pipeline regenerates w and the
-                        features from them, with the same truncation psi as the renders)
-  <folder>/<file>       index-mask PNGs, single channel (8- or 16-bit grey, or palette),
-                        pixel value = label id, size = generator resolution x resolution
+Inputs come from `linkstyle.measure.features`; training is in `segmenter_training`.
 """
 
 from __future__ import annotations

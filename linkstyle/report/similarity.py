@@ -1,4 +1,4 @@
-"""Similarity."""
+"""Figure of stage similarity: ARI per space and RSA of W vs R against controls (the paper's Fig. 3A)."""
 
 from __future__ import annotations
 

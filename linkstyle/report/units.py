@@ -1,4 +1,4 @@
-"""Units."""
+"""Figures of stage analyze_units: label sparsity, t-SNE, cluster heat map, render strips (Figs. 4, 5)."""
 
 from __future__ import annotations
 
