@@ -11,7 +11,6 @@ from linkstyle.link.pairs import PairsConfig, sample_pairs
 from linkstyle.models.registry import (
     ClassifierSpec,
     GeneratorSpec,
-    check_pairing,
     load_classifier,
     load_generator,
 )
@@ -24,7 +23,6 @@ def main(out: Path = typer.Option(..., help="pairs HDF5 to write"),
     dev = resolve_device(cfg.device, f"{params}: sample_pairs.device")
     gen = load_generator(cli.section(params, "models.generator", GeneratorSpec), dev)
     clf = load_classifier(cli.section(params, "models.classifier", ClassifierSpec), dev)
-    check_pairing(gen, clf)
     fps = {"generator_fingerprint": gen.fingerprint, "classifier_fingerprint": clf.fingerprint}
     stats = sample_pairs(gen, clf, cfg, out, fps, progress=progress_enabled())
     acc = {split: {c: s["acceptance"] for c, s in st.items()} for split, st in stats.items()}

@@ -7,7 +7,7 @@ import typer
 from linkstyle.core import cli
 from linkstyle.core.checkpoint import save_module
 from linkstyle.core.config import to_dict
-from linkstyle.core.io import write_json
+from linkstyle.core.io import write_curves, write_json
 from linkstyle.core.runtime import progress_enabled, resolve_device
 from linkstyle.models.classifier_training import (
     ClassifierTrainConfig,
@@ -20,6 +20,7 @@ from linkstyle.world.store import load_world
 def main(world: Path = typer.Option(..., help="world HDF5 (stage world)"),
          out: Path = typer.Option(..., help="classifier checkpoint to write"),
          metrics: Path = typer.Option(..., help="metrics JSON to write"),
+         curves: Path = typer.Option(..., help="per-epoch training curves TSV to write (a DVC plot)"),
          params: Path = typer.Option(Path("params.yaml"), help="params file; reads section train_classifier")):
     cfg = cli.section(params, "train_classifier", ClassifierTrainConfig)
     resolve_device("cpu")  # sized for CPU and deterministic there
@@ -29,6 +30,7 @@ def main(world: Path = typer.Option(..., help="world HDF5 (stage world)"),
     save_module(out, "classifier", model, train_config=to_dict(cfg))
     test = load_world(world, "test", ("images", "labels"))
     ev = evaluate(model, test["images"], test["labels"])
+    write_curves(curves, {k: history[k] for k in ("loss", "train_accuracy", "lr")})
     write_json(metrics, {"test_accuracy": ev["accuracy"], "test_accuracy_per_class": ev["per_class_accuracy"],
                          "train_accuracy": history["train_accuracy"][-1], "n_units": model.n_units})
     print(f"train_classifier: held-out accuracy {ev['accuracy']:.4f} ({model.n_units} units) -> {out}")

@@ -7,7 +7,7 @@ import typer
 from linkstyle.core import cli
 from linkstyle.core.checkpoint import save_module
 from linkstyle.core.config import to_dict
-from linkstyle.core.io import write_json
+from linkstyle.core.io import write_curves, write_json
 from linkstyle.core.runtime import progress_enabled, resolve_device
 from linkstyle.models.stylegen_training import GeneratorTrainConfig, train_generator
 from linkstyle.world.store import load_world
@@ -16,6 +16,7 @@ from linkstyle.world.store import load_world
 def main(world: Path = typer.Option(..., help="world HDF5 (stage world)"),
          out: Path = typer.Option(..., help="generator checkpoint to write"),
          metrics: Path = typer.Option(..., help="metrics JSON to write"),
+         curves: Path = typer.Option(..., help="per-epoch training curves TSV to write (a DVC plot)"),
          params: Path = typer.Option(Path("params.yaml"), help="params file; reads section train_generator")):
     cfg = cli.section(params, "train_generator", GeneratorTrainConfig)
     resolve_device("cpu")  # training is sized for CPU and deterministic there
@@ -23,6 +24,7 @@ def main(world: Path = typer.Option(..., help="world HDF5 (stage world)"),
     gen, history = train_generator(data["images"], data["labels"], data["parts"], data["class_names"],
                                    data["part_names"], cfg, progress=progress_enabled())
     save_module(out, "generator", gen, train_config=to_dict(cfg))
+    write_curves(curves, {k: history[k] for k in ("loss", "l1", "parts_ce", "kl")})
     write_json(metrics, {"final_l1": history["l1"][-1], "final_parts_ce": history["parts_ce"][-1],
                          "final_kl": history["kl"][-1], "n_train": history["n_train"]})
     print(f"train_generator: l1 {history['l1'][-1]:.4f}, parts CE {history['parts_ce'][-1]:.3f} "

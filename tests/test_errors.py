@@ -46,14 +46,14 @@ QUICK = yaml.safe_load((ROOT / "tests" / "params_quick.yaml").read_text())
 # The arguments of every stage (paths relative to the project) and the outputs they name.
 ARGS = {
     "world": "--out data/o_world.h5",
-    "train_generator": "--world data/world.h5 --out data/o_gen.pt --metrics reports/o.json",
-    "train_classifier": "--world data/world.h5 --out data/o_clf.pt --metrics reports/o.json",
+    "train_generator": "--world data/world.h5 --out data/o_gen.pt --metrics reports/o.json --curves reports/o_c.tsv",
+    "train_classifier": "--world data/world.h5 --out data/o_clf.pt --metrics reports/o.json --curves reports/o_c.tsv",
     "check_models": "--world data/world.h5 --metrics reports/o.json --figure reports/o.png",
     "sample_pairs": "--out data/o_pairs.h5 --metrics reports/o.json",
     "similarity": "--pairs data/pairs.h5 --metrics reports/o.json --plot reports/o_plot.json --figure reports/o.png",
     "fit_link": "--kind ridge --pairs data/pairs.h5 --out data/o_link.pt --metrics reports/o.json",
     "evaluate_link": "--pairs data/pairs.h5 --link data/links/ridge.pt --metrics reports/o.json --figure reports/o.png",
-    "train_segmenter": "--masks masks --out data/o_seg.pt --metrics reports/o.json",
+    "train_segmenter": "--masks masks --out data/o_seg.pt --metrics reports/o.json --curves reports/o_c.tsv",
     "tune_units": "--pairs data/pairs.h5 --link data/links/ridge.pt --out data/o_tuning.h5 --metrics reports/o.json",
     "quantify_parts": "--tuning data/tuning.h5 --segmenter data/segmenter.pt --measures data/o_m.parquet "
                       "--changes data/o_c.parquet --metrics reports/o.json",
@@ -96,7 +96,7 @@ def project(tmp_path_factory, tiny_gen, tiny_clf) -> Path:
     link, info = fit_link("ridge", train["r"], train["w"], RidgeConfig(cv_folds=3), progress=False)
     save_link(d / "data/links/ridge.pt", link, info, pairs_fingerprint=fingerprint(d / "data/pairs.h5"), **fps)
     seg_cfg = FewShotConfig(n_eval=5, model=SegmenterConfig(n_shots=2, epochs=1, channels=(8,), dilations=(1, 1)))
-    seg, _ = fit_segmenter(tiny_gen, seg_cfg, d / "masks", progress=False)
+    seg, _, _ = fit_segmenter(tiny_gen, seg_cfg, d / "masks", progress=False)
     save_segmenter(d / "data/segmenter.pt", seg, fps["generator_fingerprint"])
     test = load_pairs(d / "data/pairs.h5", "test", ("r", "label", "seed"))
     r, units = test["r"][:2], np.arange(2)

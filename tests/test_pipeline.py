@@ -25,7 +25,8 @@ QUICK = ROOT / "tests" / "params_quick.yaml"
 
 
 def _env() -> dict:
-    env = dict(os.environ, LINKSTYLE_PROGRESS="0")
+    env = dict(os.environ, LINKSTYLE_PROGRESS="0", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
     # The stages run `python` from PATH: make it this interpreter, so the pipeline sees
     # the same environment (and the same installed linkstyle) as the tests.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -186,3 +187,39 @@ def test_editing_a_mask_reruns_the_segmenter(repo):
     ran = _ran(_dvc("repro", "--dry", cwd=d).stdout)
     (d / "masks" / "note.txt").unlink()
     assert "train_segmenter" in ran and "train_generator" not in ran
+
+
+def _cached_outs(d: Path) -> dict:
+    """Path -> bytes of every output DVC caches (data/), the ones a remote holds."""
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted((d / "data").rglob("*")) if p.is_file()}
+
+
+def test_push_then_pull_restores_every_output_byte_for_byte(repo, tmp_path):
+    d = repo["dir"]
+    remote = tmp_path / "remote"
+    _dvc("remote", "add", "-f", "-d", "test", str(remote), cwd=d)
+    before = _cached_outs(d)
+    _dvc("push", cwd=d)
+    shutil.rmtree(d / "data")
+    shutil.rmtree(d / ".dvc" / "cache")
+    _dvc("pull", cwd=d)
+    assert _cached_outs(d) == before
+    status = _dvc("status", cwd=d).stdout
+    assert "up to date" in status, status
+    assert _ran(_dvc("repro", cwd=d).stdout) == set()
+
+
+def test_experiment_reruns_only_dependent_stages_and_diffs_the_metric(repo):
+    d = repo["dir"]
+    _run(["git", "add", "-A"], d)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "quick pipeline"], d)
+    before = _metrics(d, "similarity.json")["rsa_correlation"]["W-R"]["mean"]
+    out = _dvc("exp", "run", "-S", "similarity.seed=1", cwd=d).stdout
+    assert _ran(out) == {"similarity"}
+    assert _metrics(d, "similarity.json")["rsa_correlation"]["W-R"]["mean"] != before
+    diff = json.loads(_dvc("metrics", "diff", "--json", cwd=d).stdout)
+    assert any(k.startswith("rsa_correlation") for k in diff["reports/similarity.json"]), diff
+    shown = json.loads(_dvc("exp", "show", "--json", cwd=d).stdout)
+    assert "similarity.seed" in json.dumps(shown)
+    plots = _dvc("plots", "show", "--json", cwd=d).stdout
+    assert "reports/curves/classifier.tsv" in plots

@@ -128,6 +128,21 @@ def plain(value: Any, digits: int | None = None) -> Any:
     return value
 
 
+def write_curves(path: str | os.PathLike, columns: dict[str, list]) -> None:
+    """Per-epoch training curves as a TSV with an `epoch` column (a DVC plot; floats rounded
+    so reruns diff cleanly). Every column must have one value per epoch."""
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"write_curves: columns of unequal length {sorted(lengths)}")
+    (n,) = lengths
+    names = list(columns)
+    lines = ["\t".join(["epoch", *names])]
+    for i in range(n):
+        lines.append("\t".join([str(i + 1), *(f"{plain(columns[k][i], digits=6)}" for k in names)]))
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
 def write_json(path: str | os.PathLike, data: dict) -> None:
     """Write `data` as sorted, indented JSON (floats rounded so reruns diff cleanly)."""
     with atomic_path(path) as tmp:

@@ -91,7 +91,7 @@ def sample_split(gen, clf, cfg: PairsConfig, split: str, group, progress: bool =
 def sample_pairs(gen, clf, cfg: PairsConfig, path: str | os.PathLike, fingerprints: dict, progress: bool = True) -> dict:
     """Write both splits to `path` (atomically); return the acceptance metrics."""
     if tuple(gen.class_names) != tuple(clf.class_names):
-        raise UserError(f"generator classes {list(gen.class_names)} differ from classifier classes {list(clf.class_names)}; "
+        raise UserError(f"models: generator classes {list(gen.class_names)} differ from classifier classes {list(clf.class_names)}; "
                         "configure the classifier's class_names/class_indices to match the generator")
     span = gen.n_classes * cfg.class_stride
     if abs(cfg.test_seed_base - cfg.train_seed_base) < span:

@@ -193,7 +193,7 @@ class FewShotConfig:
 
 
 def fit_segmenter(gen, cfg: FewShotConfig, masks_dir: str | os.PathLike, progress: bool = True):
-    """Train on K labelled generated images; return (segmenter, metrics).
+    """Train on K labelled generated images; return (segmenter, metrics, per-epoch history).
 
     The labels are the generator's own part maps, or with `cfg.labels == "masks"` the
     masks in `masks_dir` (layout in `linkstyle.measure.masks`).
@@ -221,4 +221,4 @@ def fit_segmenter(gen, cfg: FewShotConfig, masks_dir: str | os.PathLike, progres
         pred = segment_w(model, gen, ev_w)
         table = iou_table(pred, gen.part_maps(ev_w).cpu().numpy(), names)
         metrics.update(mean_iou=table["mean_iou"], iou=table["iou"], pixel_accuracy=table["pixel_accuracy"], n_eval=cfg.n_eval)
-    return model, metrics
+    return model, metrics, history
