@@ -36,6 +36,8 @@ _API = {
     "run_similarity": "link.similarity", "run_cycle": "link.cycle",
     "fit_segmenter": "measure.segmenter_training", "load_segmenter": "measure.segmenter",
     "segment_w": "measure.segmenter", "measure_parts": "measure.parts", "quantify_tuning": "measure.quantify",
+    "MotionConfig": "measure.motion", "estimate_motion": "measure.motion", "motion_table": "measure.motion",
+    "quantify_motion": "measure.quantify_motion",
     "TuningConfig": "explain.tuning", "tune_units": "explain.tuning",
     "AnalysisConfig": "analyze.units", "analyze": "analyze.units", "hoyer": "analyze.sparsity",
 }

@@ -57,6 +57,8 @@ ARGS = {
     "tune_units": "--pairs data/pairs.h5 --link data/links/ridge.pt --out data/o_tuning.h5 --metrics reports/o.json",
     "quantify_parts": "--tuning data/tuning.h5 --segmenter data/segmenter.pt --measures data/o_m.parquet "
                       "--changes data/o_c.parquet --metrics reports/o.json",
+    "quantify_motion": "--tuning data/tuning.h5 --segmenter data/segmenter.pt --units reports/units.csv "
+                       "--out data/o_motion.parquet --metrics reports/o.json --figure reports/o.png",
     "analyze_units": "--changes data/changes.parquet --tuning data/tuning.h5 --table reports/o.csv "
                      "--metrics reports/o.json --figures reports/o_figures",
 }
@@ -106,6 +108,9 @@ def project(tmp_path_factory, tiny_gen, tiny_clf) -> Path:
     _, changes = quantify_tuning(d / "data/tuning.h5", tiny_gen, seg, QuantifyConfig(min_part_area=0.0),
                                  progress=False)
     changes.to_parquet(d / "data/changes.parquet", index=False)
+    import pandas as pd
+    pd.DataFrame({"unit": [0, 1], "strongest_part": ["body", "head"], "selectivity": [1.0, 0.5]}).to_csv(
+        d / "reports/units.csv", index=False)
     return d
 
 
@@ -255,6 +260,11 @@ CASES = [
     ("tuning-missing", "quantify_parts", delete("data/tuning.h5"), "data/tuning.h5: not found"),
     ("tuning-corrupt-middle", "analyze_units", corrupt_middle("data/tuning.h5"), "data/tuning.h5: "),
     ("changes-foreign", "analyze_units", foreign("data/changes.parquet"), "data/changes.parquet: not a readable parquet"),
+    ("motion-backend-unknown", "quantify_motion", set_param("quantify_motion.motion.backend", "raft"),
+     "quantify_motion.motion.backend must be one of"),
+    ("motion-units-missing", "quantify_motion", delete("reports/units.csv"), "reports/units.csv: not found"),
+    ("motion-pump-without-code", "quantify_motion", set_param("quantify_motion.motion.backend", "pump"),
+     "motion.pump_code: not set, and backend 'pump' needs a naver/pump checkout"),
     # user masks
     ("masks-wrong-size", "train_segmenter", masks(size=20), "m0.png: mask is 20x20 but the generator resolution is 32x32"),
     ("masks-unknown-label", "train_segmenter", masks(value=9), "m0.png: mask holds label ids [9]"),

@@ -1,0 +1,293 @@
+"""Unsupervised motion of every perturbation pair of a tuning sweep (docs/method.md section 7).
+
+For each (unit, seed), the first and last render of `tuning.h5` go through
+`linkstyle.measure.motion.estimate_motion` (global affine + residual flow), and the
+motion is summarised per part of the FIRST render, as segmented by the few-shot
+segmenter ("segmenter", exactly as `quantify_parts` does) and by the generator's own
+part maps where it has them ("ground_truth"). Output: one tidy table in the change
+format of `quantify_parts` (source, unit, seed, class, part, metric, change), whole-image
+metrics under part "image" (repeated for each source, so either can be analysed alone).
+
+Checks against the generator's part maps: each part's centroid shift between the first
+and last map is what the part "moved"; the mean whole displacement (affine + residual)
+the flow finds for the part's pixels should agree (`centroid_agreement`). And an affine
+fitted to the foreground parts' centroids should agree with the flow's (`centroid_affine`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from linkstyle.core import h5
+from linkstyle.core.config import check
+from linkstyle.core.errors import UserError
+from linkstyle.measure.motion import (
+    IMAGE_METRICS,
+    IMAGE_PART,
+    PART_METRICS,
+    MotionConfig,
+    decompose_affine,
+    estimate_motion,
+    motion_values,
+    tidy,
+)
+from linkstyle.measure.quantify import ground_truth_agreement
+from linkstyle.measure.segmenter import segment_w
+
+TUNING_FIELDS = ("renders", "w", "units", "seeds", "classes")
+UNITS_COLUMNS = ("unit", "strongest_part", "selectivity")
+CENTROID_MIN_PX = 5  # parts smaller than this in either part map have too unsteady a centroid
+
+
+@dataclass(frozen=True)
+class QuantifyMotionConfig:
+    """Options of stage `quantify_motion`."""
+
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    min_part_area: float = 20.0   # parts whose mean first-render area is smaller are dropped (as quantify_parts)
+    units_per_block: int = 32     # units read, segmented and matched at a time
+    batch_size: int = 256         # segmenter batch (masks do not depend on it)
+    n_figure_units: int = 6       # most selective units drawn as vector fields
+    device: str = "auto"          # segmenter (and the generator features it reads)
+
+    def __post_init__(self):
+        check(self.min_part_area >= 0, "min_part_area", f"must be >= 0, got {self.min_part_area}")
+        check(self.units_per_block >= 1, "units_per_block", f"must be >= 1, got {self.units_per_block}")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.n_figure_units >= 0, "n_figure_units", f"must be >= 0, got {self.n_figure_units}")
+
+
+def part_counts(masks: np.ndarray, n_parts: int) -> np.ndarray:
+    """Pixels of each part in each image, [N, P]."""
+    idx = (np.arange(len(masks))[:, None, None] * n_parts + masks.astype(np.int64)).ravel()
+    return np.bincount(idx, minlength=len(masks) * n_parts).reshape(len(masks), n_parts)
+
+
+def centroids(masks: np.ndarray, n_parts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per image and part: pixel count [N, P] and centroid [N, P, 2] (x, y; NaN where absent)."""
+    n, h, w = masks.shape
+    idx = (np.arange(n)[:, None, None] * n_parts + masks.astype(np.int64)).ravel()
+    yy, xx = np.mgrid[0:h, 0:w]
+    count = np.bincount(idx, minlength=n * n_parts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cx = np.bincount(idx, weights=np.broadcast_to(xx, masks.shape).ravel(), minlength=n * n_parts) / count
+        cy = np.bincount(idx, weights=np.broadcast_to(yy, masks.shape).ravel(), minlength=n * n_parts) / count
+    return count.reshape(n, n_parts), np.stack([cx, cy], -1).reshape(n, n_parts, 2)
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> dict:
+    from scipy.stats import spearmanr
+
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if len(a) < 3 or a.std() == 0 or b.std() == 0:
+        return {"pearson": None, "spearman": None, "n": int(len(a))}
+    return {"pearson": float(np.corrcoef(a, b)[0, 1]), "spearman": float(spearmanr(a, b).statistic), "n": int(len(a)),
+            "mean_abs_difference": float(np.abs(a - b).mean())}
+
+
+def centroid_agreement(shift: np.ndarray, centroid_shift: np.ndarray, residual: np.ndarray,
+                       centroid_residual: np.ndarray, part_names) -> dict:
+    """Flow vs part-map motion: Pearson/Spearman over every (pair, part, axis).
+
+    `shift` [M, P, 2]: mean whole displacement of each part's pixels by the flow;
+    `centroid_shift`: the part's centroid shift between the first and last part map.
+    `residual` and `centroid_residual` are the same with the affine's displacement of the
+    first centroid taken off, i.e. the local motion alone. Pooled figures leave out the
+    part "background": its centroid moves opposite to the growth of everything in front
+    of it, which is no motion of its pixels (its own correlation is under `per_part`).
+    """
+    names = [str(p) for p in part_names]
+    fg = np.array([p != "background" for p in names])
+    out = {"whole": _correlation(shift[:, fg].ravel(), centroid_shift[:, fg].ravel()),
+           "residual": _correlation(residual[:, fg].ravel(), centroid_residual[:, fg].ravel()),
+           "whole_with_background": _correlation(shift.ravel(), centroid_shift.ravel())}
+    for i, axis in enumerate("xy"):
+        out[f"whole_{axis}"] = _correlation(shift[:, fg, i].ravel(), centroid_shift[:, fg, i].ravel())
+    out["per_part"] = {p: _correlation(shift[:, j].ravel(), centroid_shift[:, j].ravel())["pearson"]
+                       for j, p in enumerate(names)}
+    return out
+
+
+def quantify_motion(tuning_path: str | os.PathLike, gen, segmenter, cfg: QuantifyMotionConfig,
+                    progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Motion of every (unit, seed) pair of `tuning_path`: the tidy table and summary metrics."""
+    names = tuple(segmenter.label_names)
+    n_parts = len(names)
+    tables, areas, n_area = {}, {}, 0  # per source, so rows come out in the same order for any block size
+    agree = {k: [] for k in ("shift", "c_shift", "resid", "c_resid", "flow_affine", "flow_affine_t", "part_affine",
+                             "part_affine_t")}
+    with h5.open_checked(tuning_path, {"": TUNING_FIELDS}, producer="tune_units") as f:
+        units, seeds, classes = f["units"][:], f["seeds"][:], f["classes"][:]
+        U, S, T = f["renders"].shape[:3]
+        has_gt = "parts_gt" in f
+        bar = tqdm(total=U * S, desc="quantify_motion", unit="pair", disable=not progress)
+        for a in range(0, U, cfg.units_per_block):
+            b = min(U, a + cfg.units_per_block)
+            n = (b - a) * S
+            block = f["renders"][a:b]
+            first = block[:, :, 0].reshape(n, *block.shape[3:])
+            last = block[:, :, T - 1].reshape(n, *block.shape[3:])
+            keys = pd.DataFrame({"unit": np.repeat(units[a:b], S), "seed": np.tile(seeds, b - a),
+                                 "class": np.tile(classes, b - a)})
+            motion = estimate_motion(first, last, cfg.motion)
+            w = torch.as_tensor(f["w"][a:b, :, 0].reshape(n, -1), device=gen.device)
+            sources = {"segmenter": segment_w(segmenter, gen, w, cfg.batch_size)}
+            if has_gt:
+                gt = f["parts_gt"][a:b]
+                sources["ground_truth"] = gt[:, :, 0].reshape(n, *gt.shape[3:])
+            for source, masks in sources.items():
+                image, per_part = motion_values(motion, masks, n_parts)
+                tables.setdefault(source, []).append(tidy(image, per_part, names, keys, source))
+                areas[source] = areas.get(source, 0) + part_counts(masks, n_parts).sum(0)
+            n_area += n
+            if has_gt:
+                _collect_agreement(agree, motion, per_part, sources["ground_truth"],
+                                   gt[:, :, T - 1].reshape(n, *gt.shape[3:]), names)
+            bar.update(n)
+        bar.close()
+    table = pd.concat([t for parts in tables.values() for t in parts], ignore_index=True)
+    keep = {s: [p for p, a in zip(names, area / max(n_area, 1)) if a >= cfg.min_part_area] for s, area in areas.items()}
+    kept = np.zeros(len(table), bool)
+    for source, parts in keep.items():
+        kept |= (table["source"] == source).to_numpy() & table["part"].isin([IMAGE_PART, *parts]).to_numpy()
+    table = table[kept].reset_index(drop=True)
+    return table, _summary(table, keep, agree, names, cfg, U * S)
+
+
+def centroid_affine(c0: np.ndarray, c1: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """[N, 2, 3] least-squares affine taking the part centroids c0 [N, P, 2] to c1, over the parts in
+    `use` [N, P]; NaN for pairs with fewer than 4 parts (an affine has 6 unknowns)."""
+    x = np.concatenate([np.nan_to_num(c0), np.ones((*c0.shape[:2], 1))], -1)
+    w = use.astype(np.float64)
+    xtx = np.einsum("np,npi,npj->nij", w, x, x)
+    xty = np.einsum("np,npi,npk->nik", w, x, np.nan_to_num(c1))
+    enough = (use.sum(1) >= 4) & (np.abs(np.linalg.det(xtx)) > 1e-9)
+    a = np.full((len(c0), 2, 3), np.nan)
+    if enough.any():
+        a[enough] = np.linalg.solve(xtx[enough], xty[enough]).transpose(0, 2, 1)
+    return a
+
+
+def _collect_agreement(agree: dict, motion, per_part: np.ndarray, masks_first: np.ndarray, masks_last: np.ndarray,
+                       names) -> None:
+    n_parts = len(names)
+    fg = np.array([p != "background" for p in names])
+    count0, c0 = centroids(masks_first, n_parts)
+    count1, c1 = centroids(masks_last, n_parts)
+    ok = (count0 >= CENTROID_MIN_PX) & (count1 >= CENTROID_MIN_PX)
+    shift = per_part[..., [PART_METRICS.index("shift_x"), PART_METRICS.index("shift_y")]]
+    resid = per_part[..., [PART_METRICS.index("motion_x"), PART_METRICS.index("motion_y")]]
+    c_shift = c1 - c0
+    # The affine's displacement of the first centroid: A c0 - c0.
+    lin = motion.affine[:, None, :, :2]
+    moved = np.einsum("npij,npj->npi", np.broadcast_to(lin, (*c0.shape[:2], 2, 2)), np.nan_to_num(c0))
+    c_resid = c_shift - (moved + motion.affine[:, None, :, 2] - np.nan_to_num(c0))
+    for k, v in (("shift", shift), ("c_shift", c_shift), ("resid", resid), ("c_resid", c_resid)):
+        agree[k].append(np.where(ok[..., None], v, np.nan))
+    agree["flow_affine"].append(np.stack(decompose_affine(motion.affine, masks_first.shape[1:])[1:], -1))
+    agree["flow_affine_t"].append(motion.translation)
+    t, s, r, k = decompose_affine(centroid_affine(c0, c1, ok & fg), masks_first.shape[1:])
+    agree["part_affine"].append(np.stack([s, r, k], -1))
+    agree["part_affine_t"].append(t)
+
+
+def _summary(table: pd.DataFrame, keep: dict, agree: dict, names, cfg: QuantifyMotionConfig, n_pairs: int) -> dict:
+    src = "segmenter" if "segmenter" in keep else next(iter(keep), None)
+    img = table[(table["source"] == src) & (table["part"] == IMAGE_PART)]
+    med = img.pivot_table(index=["unit", "seed"], columns="metric", values="change", aggfunc="first", dropna=False)
+    image = {}
+    for m in IMAGE_METRICS:
+        if m in med:
+            v = med[m].to_numpy(dtype=np.float64)
+            image[f"median_abs_{m}"] = float(np.nanmedian(np.abs(v))) if np.isfinite(v).any() else None
+    out = {"backend": cfg.motion.backend, "n_pairs": int(n_pairs), "n_rows": int(len(table)),
+           "parts_kept": {s: p for s, p in keep.items()}, "image": image,
+           # Whole-image rows are the same for both sources: only the parts can disagree.
+           "segmenter_vs_ground_truth": ground_truth_agreement(table[table["part"] != IMAGE_PART],
+                                                               metrics=("motion", "shift_x", "shift_y"))}
+    if agree["shift"]:
+        cat = {k: np.concatenate(v) for k, v in agree.items()}
+        out["centroid_agreement"] = centroid_agreement(cat["shift"], cat["c_shift"], cat["resid"], cat["c_resid"], names)
+        # The flow's affine against one fitted to the foreground parts' centroids (>= 4 parts).
+        flow = np.concatenate([cat["flow_affine_t"], cat["flow_affine"]], 1)
+        parts = np.concatenate([cat["part_affine_t"], cat["part_affine"]], 1)
+        out["affine_agreement"] = {m: _correlation(flow[:, i], parts[:, i]) for i, m in
+                                   enumerate(("translation_x", "translation_y", "scale", "rotation", "shear"))}
+    return out
+
+
+# ------------------------------------------------------------------------------ figure
+
+
+def read_units(path: str | os.PathLike) -> pd.DataFrame:
+    """The analyze_units table (reports/units.csv), checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: not found; run stage 'analyze_units' first (dvc repro analyze_units)")
+    try:
+        units = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a readable CSV ({str(e).splitlines()[0][:100]}); rerun dvc repro analyze_units") from None
+    missing = [c for c in UNITS_COLUMNS if c not in units.columns]
+    if missing:
+        raise UserError(f"{path}: lacks column {missing[0]!r} (needs {', '.join(UNITS_COLUMNS)}); "
+                        "it was not written by this version of analyze_units, rerun dvc repro analyze_units")
+    return units
+
+
+def _median_seed(rows: pd.DataFrame) -> int:
+    """The seed at the (lower) median of `change`; ties go to the smaller seed."""
+    r = rows.dropna(subset=["change"]).sort_values(["change", "seed"], kind="stable")
+    return int(r["seed"].iloc[(len(r) - 1) // 2])
+
+
+def field_panels(tuning_path: str | os.PathLike, table: pd.DataFrame, units: pd.DataFrame,
+                 cfg: QuantifyMotionConfig) -> dict:
+    """The pairs the vector-field figure shows, with their motion.
+
+    The `cfg.n_figure_units` most selective units of `units` (analyze_units' table), each
+    with its typical seed: the one at the median of the residual motion in the unit's
+    strongest part (whole image where the part is missing; the largest picked the pairs
+    whose renders changed most, where the flow is least reliable), re-estimated exactly
+    as in the sweep.
+    """
+    src = "segmenter" if (table["source"] == "segmenter").any() else "ground_truth"
+    motion_rows = table[(table["source"] == src) & (table["metric"] == "motion")]
+    with h5.open_checked(tuning_path, {"": TUNING_FIELDS}, producer="tune_units") as f:
+        tuned = {int(u): i for i, u in enumerate(f["units"][:])}
+        seeds, classes = f["seeds"][:], f["classes"][:]
+        class_names = h5.get_attr(f, "class_names", [])
+        ranked = units[units["unit"].isin(list(tuned))].sort_values(["selectivity", "unit"], ascending=[False, True],
+                                                                     na_position="last", kind="stable")
+        picks = []
+        for row in ranked.head(cfg.n_figure_units).itertuples(index=False):
+            part = row.strongest_part if isinstance(row.strongest_part, str) else IMAGE_PART
+            cand = motion_rows[(motion_rows["unit"] == row.unit) & (motion_rows["part"] == part)]
+            if not cand["change"].notna().any():
+                part = IMAGE_PART
+                cand = motion_rows[(motion_rows["unit"] == row.unit) & (motion_rows["part"] == part)]
+            seed = _median_seed(cand) if cand["change"].notna().any() else int(seeds[0])
+            s = int(np.flatnonzero(seeds == seed)[0])
+            r = f["renders"][tuned[int(row.unit)], s]
+            name = class_names[classes[s]] if len(class_names) else classes[s]
+            picks.append(dict(unit=int(row.unit), seed=seed, class_name=str(name), part=part,
+                              metric=row.metric if isinstance(getattr(row, "metric", None), str) else "",
+                              selectivity=float(row.selectivity),
+                              first=r[0], last=r[-1]))
+    if not picks:
+        return {"panels": [], "reference_size": cfg.motion.reference_size}
+    first = np.stack([p.pop("first") for p in picks])
+    last = np.stack([p.pop("last") for p in picks])
+    m = estimate_motion(first, last, cfg.motion)
+    for i, p in enumerate(picks):
+        p.update(first=first[i], last=last[i], flow=m.flow[i], valid=m.valid[i], translation=m.translation[i],
+                 scale=float(m.scale[i]), rotation_deg=float(m.rotation_deg[i]))
+    return {"panels": picks, "reference_size": cfg.motion.reference_size}
