@@ -2,7 +2,8 @@
 
 Every `import` of a `linkstyle` module, at module level or inside a function, counts,
 and so does every package `__init__.py` that importing it executes. Used by
-`test_dvc_deps.py`; run `python tests/dag.py` to print each stage's closure.
+`test_dvc_deps.py`; run `python tests/dag.py` to print each stage's closure, and
+`python tests/dag.py --write` to rewrite the package deps of every stage in dvc.yaml.
 """
 
 from __future__ import annotations
@@ -72,7 +73,46 @@ def closure(script: str | Path) -> set[str]:
     return out
 
 
+def write_deps(dvc_yaml: Path = ROOT / "dvc.yaml") -> bool:
+    """Replace each stage's `linkstyle/` deps by its script's closure, in place, keeping
+    the file's layout and comments. Returns whether anything changed."""
+    lines = dvc_yaml.read_text().splitlines(keepends=True)
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        out.append(line)
+        i += 1
+        if line.strip() != "deps:":
+            continue
+        block: list[str] = []  # the list under `deps:`
+        item_indent = None
+        while i < len(lines) and lines[i].lstrip().startswith("- "):
+            indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+            if item_indent is not None and indent != item_indent:
+                break
+            item_indent = indent
+            block.append(lines[i])
+            i += 1
+        items = [b.strip()[2:].strip() for b in block]
+        scripts = [x for x in items if x.startswith("stages/") and x.endswith(".py")]
+        if len(scripts) != 1:
+            out.extend(block)
+            continue
+        kept = [b for b, x in zip(block, items) if not x.startswith(f"{PKG}/")]
+        out.extend(kept)
+        out.extend(f"{item_indent}- {f}\n" for f in sorted(closure(scripts[0])))
+    new = "".join(out)
+    changed = new != dvc_yaml.read_text()
+    if changed:
+        dvc_yaml.write_text(new)
+    return changed
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--write"]:
+        print("dvc.yaml rewritten" if write_deps() else "dvc.yaml already up to date")
+        sys.exit(0)
     for script in sys.argv[1:] or sorted(str(p.relative_to(ROOT)) for p in (ROOT / "stages").glob("*.py")):
         print(script)
         for f in sorted(closure(script)):
