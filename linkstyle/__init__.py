@@ -40,6 +40,7 @@ _API = {
     "quantify_motion": "measure.quantify_motion",
     "TuningConfig": "explain.tuning", "tune_units": "explain.tuning",
     "AnalysisConfig": "analyze.units", "analyze": "analyze.units", "hoyer": "analyze.sparsity",
+    "build_page": "report.page", "write_report": "report.page",
 }
 __all__ = sorted(_API)
 

@@ -47,10 +47,14 @@ def code_problems(stages: dict) -> list[str]:
 
 
 def _sections_read(script: str) -> set[str]:
-    """The params sections a script reads: second argument of every cli.section(...) call."""
+    """The params sections a script reads: second argument of every cli.section(...) call,
+    and every name in the literal tuple of a cli.raw_sections(...) call."""
     found = set()
     for node in ast.walk(ast.parse((ROOT / script).read_text())):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "section":
+        called = getattr(node.func, "attr", getattr(node.func, "id", "")) if isinstance(node, ast.Call) else ""
+        if called == "raw_sections":
+            found.update(ast.literal_eval(node.args[1]))
+        if called == "section":
             arg = node.args[1]
             if isinstance(arg, ast.Constant):
                 found.add(arg.value)

@@ -115,6 +115,21 @@ def test_metrics_are_written_and_sane(repo):
     assert cycle["ssim_distance"]["mean"] < cycle["ssim_distance_baseline"]["mean"]
 
 
+def test_report_page_is_whole(repo):
+    """The report stage's page on the real quick outputs: every section, every figure embedded."""
+    import re
+
+    from linkstyle.report.page import SECTIONS
+
+    text = (repo["dir"] / "reports/index.html").read_text()
+    for spec in [*SECTIONS, "provenance"]:
+        assert f'<section id="{getattr(spec, "id", spec)}">' in text
+    srcs = re.findall(r'<img src="([^"]*)"', text)
+    assert len(srcs) >= len(SECTIONS) and all(s.startswith("data:image/png;base64,") for s in srcs)
+    n_units = len(pd.read_csv(repo["dir"] / "reports/units.csv"))
+    assert len(re.findall(r'<tr id="unit-\d+">', text)) == n_units
+
+
 def test_pairs_file_schema(repo):
     with h5py.File(repo["dir"] / "data/pairs.h5", "r") as f:
         for split in ("train", "test"):

@@ -66,6 +66,11 @@ def run(fn: Callable) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def raw_sections(params: Path, names: tuple[str, ...]) -> dict:
+    """Several params sections as plain mappings, to show them (the report), not to configure."""
+    return {name: read_params(params, name) for name in names}
+
+
 def section(params: Path, name: str, cls: type[T]) -> T:
     """The params.yaml section `name` (dotted for nested ones) as the frozen dataclass `cls`."""
     return from_params(cls, read_params(params, name), name, source=str(params))

@@ -1,0 +1,284 @@
+"""The analysis as one page, in the paper's order: world and models, W-R similarity, the
+link, units, motion, and where it all came from.
+
+Each section names the result files it reads (`SECTIONS`, paths relative to the reports
+folder), so the report stage's DVC deps are exactly `report_inputs()`; a test holds
+dvc.yaml to that list. Sections read results and format them; the only figure made here
+is the training curves, drawn from the curves TSVs the training stages wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+import yaml
+from matplotlib.figure import Figure as MplFigure
+
+from linkstyle.core.errors import UserError
+from linkstyle.core.io import atomic_path
+from linkstyle.report.html import Figure, Number, Page, Section, Table, render_page
+
+__all__ = ["SECTIONS", "report_inputs", "build_page", "write_report", "md5_of"]
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    id: str
+    files: tuple[str, ...]  # relative to the reports folder; a folder ends in "/"
+    build: Callable[["Results"], Section]
+
+
+class Results:
+    """Read access to the reports folder, with one-line errors naming the missing file."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, rel: str) -> Path:
+        p = self.root / rel
+        if not p.exists():
+            raise UserError(f"{p}: missing; run the stage that writes it (`dvc repro`) before the report")
+        return p
+
+    def json(self, rel: str) -> dict:
+        try:
+            return json.loads(self.path(rel).read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"{self.root / rel}: not valid JSON ({e.msg}, line {e.lineno}); rerun its stage") from None
+
+    def png(self, rel: str) -> bytes:
+        data = self.path(rel).read_bytes()
+        if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise UserError(f"{self.root / rel}: not a PNG image; rerun the stage that draws it")
+        return data
+
+    def figure(self, rel: str, caption: str) -> Figure:
+        return Figure(self.png(rel), caption, alt=Path(rel).stem.replace("_", " "))
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}f}"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _curves_png(res: Results, names: Sequence[str]) -> bytes:
+    fig = MplFigure(figsize=(3.2 * len(names), 2.6), layout="constrained")
+    for i, name in enumerate(names):
+        df = pd.read_csv(res.path(f"curves/{name}.tsv"), sep="\t")
+        ax = fig.add_subplot(1, len(names), i + 1)
+        for col in df.columns[1:]:
+            ax.plot(df["epoch"], df[col], label=col, lw=1.4)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, frameon=False)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _world(res: Results) -> Section:
+    clf, q, seg = res.json("classifier.json"), res.json("quality.json"), res.json("segmenter.json")
+    fr = q["frechet_r"]
+    gen_key = next(k for k in fr if k.startswith("real_vs_generated_psi") and k != "real_vs_generated_psi1")
+    return Section(
+        "world", "1. World and models",
+        "A procedural world of animals drawn part by part, a generator trained on it that draws its own "
+        "part maps, a classifier whose penultimate layer R we explain, and a few-shot segmenter that "
+        "labels parts on renders. Everything downstream rests on these being good enough.",
+        numbers=(
+            Number("classifier test accuracy", _pct(clf["test_accuracy"]), f"{clf['n_units']} units in R"),
+            Number("generated images classified as their class", _pct(q["generated_accuracy_min"]),
+                   "worst class; the generator draws each class recognisably"),
+            Number(f"Fréchet distance in R, ψ = {gen_key.removeprefix('real_vs_generated_psi')}", _f(fr[gen_key]),
+                   f"real vs real: {_f(fr['real_vs_real'])}"),
+            Number("segmenter mean IoU", _f(seg["mean_iou"]), f"from {seg['n_shots']} labelled images"),
+        ),
+        figures=(
+            res.figure("figures/generated_samples.png",
+                       "Generated samples per class. Look for clean parts (head, ears, eyes, legs, tail) "
+                       "and class-typical shapes and colours: the link can only explain what G can draw."),
+            Figure(_curves_png(res, ("generator", "classifier", "segmenter")),
+                   "Training curves. Each should flatten; a rising test curve would mean over-fitting.",
+                   alt="training curves"),
+        ))
+
+
+def _similarity(res: Results) -> Section:
+    s = res.json("similarity.json")
+    ari, rsa = s["ari"], s["rsa_correlation"]
+    return Section(
+        "similarity", "2. Do W and R organise images alike?",
+        "Before linking the two spaces we ask whether they agree: how well k-means clusters recover the "
+        "classes in each (ARI), and whether distances between images correlate across spaces (RSA). "
+        "Controls with shuffled pairs must sit near zero.",
+        numbers=(
+            Number("ARI in W", _f(ari["W"]["mean"]), f"95% CI {_f(ari['W']['ci95_low'])}-{_f(ari['W']['ci95_high'])}"),
+            Number("ARI in R", _f(ari["R"]["mean"]), f"95% CI {_f(ari['R']['ci95_low'])}-{_f(ari['R']['ci95_high'])}"),
+            Number("RSA W-R (correlation distance)", _f(rsa["W-R"]["mean"]),
+                   f"shuffled control {_f(rsa['control_shuffled']['mean'])}"),
+        ),
+        figures=(res.figure("figures/similarity.png",
+                            "ARI and RSA with their bootstrap spread. The W-R bars should stand well clear "
+                            "of the controls."),))
+
+
+def _link(res: Results) -> Section:
+    rows = []
+    for p in sorted(res.path("link/").glob("*.json")):
+        m = res.json(f"link/{p.name}")
+        rows.append((m.get("kind", p.stem), _f(m["test_r2"]), _f(m["train_r2"]), _f(m["test_mse"], 4)))
+    if not rows:
+        raise UserError(f"{res.root / 'link'}: no link metrics; run the fit_link stages before the report")
+    c = res.json("cycle.json")
+    return Section(
+        "link", "3. The link from R to W",
+        "A network L maps a classifier representation r to the generator latent w that drew the image. "
+        "Held-out R² says how much of w the classifier's representation determines; the cycle "
+        "image -> r -> w~ -> image~ says whether the renders keep what the classifier sees.",
+        numbers=(
+            Number(f"cycle 1 - SSIM ({c['link']})", _f(c["ssim_distance"]["mean"]),
+                   f"unrelated same-class images: {_f(c['ssim_distance_baseline']['mean'])}"),
+            Number("cycle part IoU", _f(c["part_iou"]["mean"]), f"baseline {_f(c['part_iou_baseline']['mean'])}"),
+            Number("corr(r, r~) after the cycle", _f(c["r_correlation"]["mean"]),
+                   f"baseline {_f(c['r_correlation_baseline']['mean'])}"),
+            Number("class kept through the cycle", _pct(c["class_agreement"])),
+        ),
+        tables=(Table(("link", "test R²", "train R²", "test MSE"), rows,
+                      caption="Every fitted link kind on held-out pairs."),),
+        figures=(res.figure("figures/cycle.png",
+                            "Originals (top) and their cycle renders (bottom). Look for the same pose, parts "
+                            "and colours; fine texture may differ."),))
+
+
+def _units(res: Results) -> Section:
+    t, a = res.json("tuning.json"), res.json("analysis.json")
+    table = pd.read_csv(res.path("units.csv"))
+    need = {"unit", "strongest_part", "metric", "selectivity", "consistency", "cluster"}
+    if not need <= set(table.columns):
+        raise UserError(f"{res.root / 'units.csv'}: lacks columns {sorted(need - set(table.columns))}; "
+                        "rerun analyze_units")
+    table = table.sort_values(["selectivity", "unit"], ascending=[False, True], kind="stable")
+    rows = [(str(int(r.unit)), r.strongest_part, r.metric, _f(r.selectivity, 2), _f(r.consistency, 2),
+             str(int(r.cluster))) for r in table.itertuples()]
+    return Section(
+        "units", "4. What single units encode",
+        "Each unit of R is set from its low to its high value while the others stay, the link renders "
+        "each step, and the segmenter measures what changed per part. A unit's label is the part and "
+        "measure that changed most consistently across seeds.",
+        numbers=(
+            Number("units tuned", str(t["n_units"]), f"{t['n_seeds']} seeds x {t['n_steps']} steps"),
+            Number("consistent units", _pct(a["consistent_fraction"]),
+                   f"same direction in >= {_pct(a['consistent_at'])} of seeds"),
+            Number("clusters of units", str(a["n_clusters"]),
+                   f"ARI with the labelled parts {_f(a['cluster_part_ari'])}"),
+            Number("transfer to the re-encoded r", _f(t["unit_transfer_median"]),
+                   "median change of the unit in r~ over its set change"),
+        ),
+        figures=(
+            res.figure("figures/unit_strips.png",
+                       "The most selective units: each row sweeps one unit. Look at the labelled part; "
+                       "everything else should stay."),
+            res.figure("figures/sparsity.png", "How many parts and measures a unit touches, per class: "
+                       "low sparsity means a unit changes many things at once."),
+            res.figure("figures/tsne.png", "Units embedded by their change profiles, coloured by label: "
+                       "units that do the same thing sit together."),
+            res.figure("figures/clusters.png", "Ward clusters of the change profiles, as a heat map."),
+        ),
+        tables=(Table(("unit", "part", "measure", "selectivity", "consistency", "cluster"), rows,
+                      caption="Every unit, most selective first. Type a unit id in the box on the left to jump to it.",
+                      row_ids=[f"unit-{r[0]}" for r in rows], searchable=True),))
+
+
+def _motion(res: Results) -> Section:
+    m = res.json("motion.json")
+    ca, im = m["centroid_agreement"], m["image"]
+    return Section(
+        "motion", "5. What moves",
+        "Without labels: dense correspondences between the first and last render of each unit's sweep, "
+        "a global affine fitted and removed, and the residual flow as what moved locally. Checked "
+        "against the generator's own part maps, whose centroids shift by a known amount.",
+        numbers=(
+            Number("flow vs part-centroid shifts", _f(ca["whole"]["pearson"]),
+                   f"Pearson over {ca['whole']['n']} part moves (background excluded)"),
+            Number("median |motion| per pixel", f"{_f(im['median_abs_motion'], 2)} px",
+                   f"90th percentile {_f(im['median_abs_motion_p90'], 2)} px"),
+            Number("median |rotation|", f"{_f(im['median_abs_rotation'], 2)}°",
+                   f"median |translation| {_f(im['median_abs_translation_x'], 2)} / "
+                   f"{_f(im['median_abs_translation_y'], 2)} px"),
+            Number("pairs measured", str(m["n_pairs"]), f"backend {m['backend']}"),
+        ),
+        figures=(res.figure("figures/motion_fields.png",
+                            "Residual motion of the most selective units: arrows show where pixels moved "
+                            "once the global shift is removed; hue is direction (see the wheel)."),))
+
+
+SECTIONS: tuple[SectionSpec, ...] = (
+    SectionSpec("world", ("classifier.json", "quality.json", "segmenter.json", "figures/generated_samples.png",
+                          "curves/generator.tsv", "curves/classifier.tsv", "curves/segmenter.tsv"), _world),
+    SectionSpec("similarity", ("similarity.json", "figures/similarity.png"), _similarity),
+    SectionSpec("link", ("link/", "cycle.json", "figures/cycle.png"), _link),
+    SectionSpec("units", ("tuning.json", "analysis.json", "units.csv", "figures/unit_strips.png",
+                          "figures/sparsity.png", "figures/tsne.png", "figures/clusters.png"), _units),
+    SectionSpec("motion", ("motion.json", "figures/motion_fields.png"), _motion),
+)
+
+
+def report_inputs() -> list[str]:
+    """Every file or folder the report reads, relative to the reports folder."""
+    return [f for s in SECTIONS for f in s.files]
+
+
+def md5_of(path: Path) -> str:
+    """The md5 DVC records for a file; for a folder, of its files' names and md5s in order."""
+    path = Path(path)
+    if path.is_dir():
+        h = hashlib.md5()
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                h.update(f"{p.relative_to(path).as_posix()}\0{md5_of(p)}\n".encode())
+        return h.hexdigest() + ".dir"
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _provenance(res: Results, params: dict, revision: str) -> Section:
+    rows = [(rel, md5_of(res.path(rel))) for rel in report_inputs()]
+    return Section(
+        "provenance", "6. Where this came from",
+        "The code revision the page was built at, the md5 of every result it shows (as DVC records "
+        "them; `dvc status` tells whether they are still current), and the parameters of the run.",
+        numbers=(Number("code revision", revision[:12] or "unknown", "git HEAD when the report was built"),),
+        tables=(Table(("input", "md5"), rows, caption="Inputs of this page."),),
+        code=yaml.safe_dump(params, sort_keys=True, default_flow_style=False))
+
+
+def build_page(root: Path, params: dict, revision: str) -> Page:
+    res = Results(root)
+    sections = [spec.build(res) for spec in SECTIONS]
+    sections.append(_provenance(res, params, revision))
+    n = res.json("classifier.json")["n_units"]
+    return Page("linkstyle report",
+                f"What the {n} units of the classifier's penultimate layer encode, measured through the "
+                "generator they are linked to.", sections)
+
+
+def write_report(root: Path, out: Path, params: dict, revision: str) -> Page:
+    """Build the page from the results under `root` and write it atomically to `out`."""
+    page = build_page(root, params, revision)
+    text = render_page(page)
+    with atomic_path(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return page
