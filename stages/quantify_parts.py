@@ -5,12 +5,13 @@ from pathlib import Path
 import typer
 
 from linkstyle.core import cli
+from linkstyle.core.distribute import ClusterConfig
 from linkstyle.core.io import atomic_path, write_json
 from linkstyle.core.runtime import progress_enabled, resolve_device
 from linkstyle.measure.quantify import (
     QuantifyConfig,
     ground_truth_agreement,
-    quantify_tuning,
+    quantify_tuning_distributed,
 )
 from linkstyle.measure.segmenter import load_segmenter
 from linkstyle.models.registry import GeneratorSpec, load_generator
@@ -21,12 +22,15 @@ def main(tuning: Path = typer.Option(..., help="tuning HDF5 (stage tune_units)")
          measures: Path = typer.Option(..., help="per-step measures parquet to write"),
          changes: Path = typer.Option(..., help="per-pair changes parquet to write"),
          metrics: Path = typer.Option(..., help="metrics JSON to write"),
-         params: Path = typer.Option(Path("params.yaml"), help="params file; reads quantify_parts and models.generator")):
+         params: Path = typer.Option(Path("params.yaml"), help="params file; reads quantify_parts, cluster and models.generator")):
     cfg = cli.section(params, "quantify_parts", QuantifyConfig)
-    dev = resolve_device(cfg.device, f"{params}: quantify_parts.device")
-    gen = load_generator(cli.section(params, "models.generator", GeneratorSpec), dev)
-    seg = load_segmenter(segmenter, expected_generator_fingerprint=gen.fingerprint, device=dev)
-    meas, ch = quantify_tuning(tuning, gen, seg, cfg, progress=progress_enabled())
+    cluster = cli.section(params, "cluster", ClusterConfig)
+    spec = cli.section(params, "models.generator", GeneratorSpec)
+    # Checked here once, so that bad input is one line before any worker starts.
+    gen = load_generator(spec, resolve_device(cfg.device, f"{params}: quantify_parts.device"))
+    load_segmenter(segmenter, expected_generator_fingerprint=gen.fingerprint, device=gen.device)
+    del gen
+    meas, ch = quantify_tuning_distributed(tuning, spec, segmenter, cfg, cluster, progress=progress_enabled())
     for df, path in ((meas, measures), (ch, changes)):
         with atomic_path(path) as tmp:
             df.to_parquet(tmp, index=False)

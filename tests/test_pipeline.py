@@ -130,6 +130,21 @@ def test_report_page_is_whole(repo):
     assert len(re.findall(r'<tr id="unit-\d+">', text)) == n_units
 
 
+@pytest.mark.parametrize("n_workers", [1, 0])
+def test_quantify_parts_same_bytes_on_one_worker_and_in_process(repo, tmp_path, n_workers):
+    """The quick pipeline ran quantify_parts on 2 Dask workers; 1 worker, or none, writes the same bytes."""
+    d = repo["dir"]
+    params = yaml.safe_load((d / "params.yaml").read_text())
+    assert params["cluster"]["n_workers"] == 2
+    params["cluster"]["n_workers"] = n_workers
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run([sys.executable, "stages/quantify_parts.py", "--tuning", "data/tuning.h5", "--segmenter", "data/segmenter.pt",
+          "--measures", str(tmp_path / "m.parquet"), "--changes", str(tmp_path / "c.parquet"),
+          "--metrics", str(tmp_path / "q.json"), "--params", str(tmp_path / "params.yaml")], d)
+    assert (tmp_path / "m.parquet").read_bytes() == (d / "data/measures.parquet").read_bytes()
+    assert (tmp_path / "c.parquet").read_bytes() == (d / "data/changes.parquet").read_bytes()
+
+
 def test_pairs_file_schema(repo):
     with h5py.File(repo["dir"] / "data/pairs.h5", "r") as f:
         for split in ("train", "test"):

@@ -22,6 +22,8 @@ from tqdm.auto import tqdm
 
 from linkstyle.core import h5
 from linkstyle.core.config import check
+from linkstyle.core.distribute import BlockTask, ClusterConfig, map_blocks
+from linkstyle.core.runtime import resolve_device
 from linkstyle.measure.parts import (
     find_regions,
     local_entropy,
@@ -29,7 +31,8 @@ from linkstyle.measure.parts import (
     measure_parts,
     part_changes,
 )
-from linkstyle.measure.segmenter import segment_w
+from linkstyle.measure.segmenter import load_segmenter, segment_w
+from linkstyle.models.registry import GeneratorSpec, load_generator
 
 TUNING_FIELDS = ("renders", "w", "units", "seeds", "classes")
 
@@ -70,36 +73,51 @@ def _block_tables(images, masks, keys, names, cfg: QuantifyConfig, n_steps: int,
     return meas, ch
 
 
-def quantify_tuning(tuning_path, gen, segmenter, cfg: QuantifyConfig, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Measures and changes of every render, from the segmenter and (if any) the generator's part maps."""
+def _block_keys(units, seeds, classes, a: int, b: int, T: int) -> pd.DataFrame:
+    S = len(seeds)
+    return pd.DataFrame({
+        "unit": np.repeat(units[a:b], S * T),
+        "seed": np.tile(np.repeat(seeds, T), b - a),
+        "class": np.tile(np.repeat(classes, T), b - a),
+        "step": np.tile(np.arange(T), (b - a) * S),
+    })
+
+
+def _quantify_block(tuning_path, gen, segmenter, block: tuple[int, int], cfg: QuantifyConfig):
+    """Measures and changes of the units [a, b) of the sweep, from every mask source."""
+    a, b = block
     names = tuple(segmenter.label_names)
-    meas_all, ch_all = [], []
+    out = []
     with h5.open_checked(tuning_path, {"": TUNING_FIELDS}, producer="tune_units") as f:
         units, seeds, classes = f["units"][:], f["seeds"][:], f["classes"][:]
+        S, T = f["renders"].shape[1:3]
+        n = (b - a) * S * T
+        images = f["renders"][a:b].reshape(n, *f["renders"].shape[3:])
+        w = torch.as_tensor(f["w"][a:b].reshape(n, -1), device=gen.device)
+        keys = _block_keys(units, seeds, classes, a, b, T)
+        sources = {"segmenter": segment_w(segmenter, gen, w, cfg.batch_size)}
+        if "parts_gt" in f:
+            sources["ground_truth"] = f["parts_gt"][a:b].reshape(n, *f["parts_gt"].shape[3:])
+    entropy = local_entropy(images, cfg.entropy_radius, cfg.n_jobs)  # once for both sources
+    for source, masks in sources.items():
+        meas, ch = _block_tables(images, masks, keys, names, cfg, T, entropy)
+        out.append((meas.assign(source=source), ch.assign(source=source)))
+    return out
+
+
+def _blocks(tuning_path, cfg: QuantifyConfig) -> tuple[list[tuple[int, int]], list[int], int]:
+    with h5.open_checked(tuning_path, {"": TUNING_FIELDS}, producer="tune_units") as f:
         U, S, T = f["renders"].shape[:3]
-        has_gt = "parts_gt" in f
-        bar = tqdm(total=U * S * T, desc="quantify_parts", unit="img", disable=not progress)
-        for a in range(0, U, cfg.units_per_block):
-            b = min(U, a + cfg.units_per_block)
-            n = (b - a) * S * T
-            images = f["renders"][a:b].reshape(n, *f["renders"].shape[3:])
-            w = torch.as_tensor(f["w"][a:b].reshape(n, -1), device=gen.device)
-            keys = pd.DataFrame({
-                "unit": np.repeat(units[a:b], S * T),
-                "seed": np.tile(np.repeat(seeds, T), b - a),
-                "class": np.tile(np.repeat(classes, T), b - a),
-                "step": np.tile(np.arange(T), (b - a) * S),
-            })
-            sources = {"segmenter": segment_w(segmenter, gen, w, cfg.batch_size)}
-            if has_gt:
-                sources["ground_truth"] = f["parts_gt"][a:b].reshape(n, *f["parts_gt"].shape[3:])
-            entropy = local_entropy(images, cfg.entropy_radius, cfg.n_jobs)  # once for both sources
-            for source, masks in sources.items():
-                meas, ch = _block_tables(images, masks, keys, names, cfg, T, entropy)
-                meas_all.append(meas.assign(source=source))
-                ch_all.append(ch.assign(source=source))
-            bar.update(n)
-        bar.close()
+    blocks = [(a, min(U, a + cfg.units_per_block)) for a in range(0, U, cfg.units_per_block)]
+    return blocks, [(b - a) * S * T for a, b in blocks], T
+
+
+def _gather(results, T: int, cfg: QuantifyConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    meas_all, ch_all = [], []
+    for block in results:
+        for meas, ch in block:
+            meas_all.append(meas)
+            ch_all.append(ch)
     measures = pd.concat(meas_all, ignore_index=True)
     changes = pd.concat(ch_all, ignore_index=True)
     # Small parts: mean area over all units, seeds and both end steps, per source.
@@ -111,6 +129,48 @@ def quantify_tuning(tuning_path, gen, segmenter, cfg: QuantifyConfig, progress: 
     measures = measures[order + ["step", "part", "metric", "value"]]
     changes = changes[order + ["part", "metric", "change"]]
     return measures, changes
+
+
+def quantify_tuning(tuning_path, gen, segmenter, cfg: QuantifyConfig, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Measures and changes of every render, from the segmenter and (if any) the generator's
+    part maps, in this process with the models given."""
+    blocks, sizes, T = _blocks(tuning_path, cfg)
+
+    def results():
+        with tqdm(total=sum(sizes), desc="quantify_parts", unit="img", disable=not progress) as bar:
+            for block, n in zip(blocks, sizes):
+                yield _quantify_block(tuning_path, gen, segmenter, block, cfg)
+                bar.update(n)
+
+    return _gather(results(), T, cfg)
+
+
+@dataclass(frozen=True)
+class QuantifyBlocks(BlockTask):
+    """quantify_parts' work on a Dask worker: the models load once per worker."""
+
+    tuning_path: str
+    generator: GeneratorSpec
+    segmenter_path: str
+    cfg: QuantifyConfig
+
+    def load(self):
+        dev = resolve_device(self.cfg.device, "quantify_parts.device")
+        gen = load_generator(self.generator, dev)
+        return gen, load_segmenter(self.segmenter_path, expected_generator_fingerprint=gen.fingerprint, device=dev)
+
+    def run(self, state, block):
+        return _quantify_block(self.tuning_path, *state, block, self.cfg)
+
+
+def quantify_tuning_distributed(tuning_path, generator: GeneratorSpec, segmenter_path, cfg: QuantifyConfig,
+                                cluster: ClusterConfig, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`quantify_tuning` with blocks of units on Dask workers (`linkstyle.core.distribute`);
+    the same tables, byte for byte, for any number of workers."""
+    blocks, sizes, T = _blocks(tuning_path, cfg)
+    task = QuantifyBlocks(str(tuning_path), generator, str(segmenter_path), cfg)
+    return _gather(map_blocks(task, blocks, cluster, sizes=sizes, desc="quantify_parts", unit="img",
+                              progress=progress), T, cfg)
 
 
 def ground_truth_agreement(changes: pd.DataFrame, metrics=("area", "luminance", "entropy_mean")) -> dict:
