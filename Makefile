@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # .venv themselves with their own torch build before running make.
 TORCH ?= torch==2.13.0
 
-.PHONY: run test bench env browser
+.PHONY: run test bench env test-tools
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,17 +19,18 @@ env: $(VENV)/.installed
 run: $(VENV)/.installed
 	PATH="$(abspath $(VENV))/bin:$$PATH" dvc repro
 
-# The report's browser test needs Debian's chromium and chromedriver; installed here where
-# apt-get runs as root (CI), otherwise the test is skipped with the reason printed.
-browser:
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+# The report's browser test needs Debian's chromium and chromedriver, the SSH remote test an
+# OpenSSH server; installed here where apt-get runs as root (CI), else those tests are skipped
+# with the reason printed.
+test-tools:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null && test -x /usr/sbin/sshd; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing chromium and chromium-driver for the report's browser test"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null \
-	    || echo "apt-get could not install chromium: the browser test will be skipped"; \
-	else echo "no chromium and no root apt-get: the browser test will be skipped"; fi
+	  echo "installing chromium, chromium-driver and openssh-server for the browser and SSH tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver openssh-server) \
+	    >/dev/null || echo "apt-get failed: the browser and SSH tests will be skipped"; \
+	else echo "no chromium/sshd and no root apt-get: the browser and SSH tests will be skipped"; fi
 
-test: $(VENV)/.installed browser
+test: $(VENV)/.installed test-tools
 	$(PY) -m pytest tests
 
 bench: $(VENV)/.installed

@@ -220,8 +220,23 @@ def test_editing_a_mask_reruns_the_segmenter(repo):
 
 
 def _cached_outs(d: Path) -> dict:
-    """Path -> bytes of every output DVC caches (data/), the ones a remote holds."""
-    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted((d / "data").rglob("*")) if p.is_file()}
+    """Path -> bytes of every output DVC caches (data/ and the report), the ones a remote holds."""
+    files = [p for p in sorted((d / "data").rglob("*")) if p.is_file()] + [d / "reports/index.html"]
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in files}
+
+
+def _round_trip(d: Path, remote_name: str) -> None:
+    """Push to `remote_name`, delete the cache and every cached output, pull, compare."""
+    before = _cached_outs(d)
+    _dvc("push", "-r", remote_name, cwd=d)
+    shutil.rmtree(d / "data")
+    (d / "reports/index.html").unlink()
+    shutil.rmtree(d / ".dvc" / "cache")
+    _dvc("pull", "-r", remote_name, cwd=d)
+    assert _cached_outs(d) == before
+    status = _dvc("status", cwd=d).stdout
+    assert "up to date" in status, status
+    assert _ran(_dvc("repro", cwd=d).stdout) == set()
 
 
 def _has_param(node, section: str, key: str, value) -> bool:
@@ -238,17 +253,67 @@ def _has_param(node, section: str, key: str, value) -> bool:
 
 def test_push_then_pull_restores_every_output_byte_for_byte(repo, tmp_path):
     d = repo["dir"]
-    remote = tmp_path / "remote"
-    _dvc("remote", "add", "-f", "-d", "test", str(remote), cwd=d)
-    before = _cached_outs(d)
-    _dvc("push", cwd=d)
-    shutil.rmtree(d / "data")
-    shutil.rmtree(d / ".dvc" / "cache")
-    _dvc("pull", cwd=d)
-    assert _cached_outs(d) == before
-    status = _dvc("status", cwd=d).stdout
-    assert "up to date" in status, status
-    assert _ran(_dvc("repro", cwd=d).stdout) == set()
+    _dvc("remote", "add", "-f", "test", str(tmp_path / "remote"), cwd=d)
+    _round_trip(d, "test")
+
+
+def _skip(why: str):
+    print(f"SKIPPED SSH round trip: {why}", file=sys.stderr)
+    pytest.skip(why)
+
+
+@pytest.fixture()
+def sshd(tmp_path):
+    """An OpenSSH server on 127.0.0.1, key login only, for this test's user; stopped afterwards."""
+    import getpass
+    import socket
+    import time
+
+    server = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
+    if server is None:
+        _skip("no OpenSSH server (Debian: apt-get install openssh-server; `make test` does it as root)")
+    try:
+        import dvc_ssh  # noqa: F401
+    except ImportError:
+        _skip("the dvc-ssh plugin is not installed (pip install -e '.[test]')")
+    d = tmp_path / "ssh"
+    d.mkdir()
+    for name in ("host_key", "user_key"):
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], d)
+    (d / "authorized_keys").write_text((d / "user_key.pub").read_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nPidFile {d / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n"
+        "Subsystem sftp internal-sftp\n")
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
+    proc = subprocess.Popen([server, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for _ in range(50):
+        if proc.poll() is not None:
+            _skip(f"sshd did not start: {proc.stdout.read()[-300:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    try:
+        yield {"user": getpass.getuser(), "port": port, "key": d / "user_key", "known_hosts": d / "known_hosts"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_push_then_pull_through_a_real_ssh_server(repo, tmp_path, sshd):
+    d = repo["dir"]
+    url = f"ssh://{sshd['user']}@127.0.0.1:{sshd['port']}{tmp_path / 'ssh-remote'}"
+    _dvc("remote", "add", "-f", "viassh", url, cwd=d)
+    _dvc("remote", "modify", "--local", "viassh", "keyfile", str(sshd["key"]), cwd=d)
+    _round_trip(d, "viassh")
+    assert any((tmp_path / "ssh-remote").rglob("*")), "nothing arrived on the SSH side"
 
 
 def test_experiment_reruns_only_dependent_stages_and_diffs_the_metric(repo):
