@@ -69,3 +69,19 @@ def test_seeds_spread_over_classes_and_steps_linear():
     with pytest.raises(UserError, match="n_seeds"):
         pick_seeds(labels, 7, 3)
     np.testing.assert_allclose(step_values(np.array([0.0]), np.array([2.0]), 3), [[0.0, 1.0, 2.0]])
+
+
+def test_open_loop_writes_the_faithfulness_datasets(tiny_gen, tiny_clf, link, tmp_path):
+    p = tmp_path / "t.h5"
+    m, r_base, units, lo, hi = _run(tiny_gen, tiny_clf, link, p, batch_size=512)
+    assert m["mode"] == "open_loop" and {"off_target_median", "unit_corr_median", "unit_transfer_median"} <= set(m)
+    with h5py.File(p) as f:
+        assert f.attrs["mode"] == "open_loop" and f["r_tilde"].dtype == np.float16
+        rt = f["r_tilde"][:].astype(np.float32)
+        assert rt.shape == (3, 4, 3, tiny_clf.n_units)
+        np.testing.assert_allclose(rt[np.arange(3), :, :, units], f["r_tilde_unit"][:], rtol=2e-3, atol=1e-4)
+        off = f["r_tilde_off"][:]
+        assert (off[:, :, 0] == 0).all(), "step 0 against itself"
+        d = rt - rt[:, :, :1]
+        d[np.arange(3), :, :, units] = 0
+        np.testing.assert_allclose(off, np.sqrt((d ** 2).sum(-1)), rtol=1e-2, atol=1e-3)
