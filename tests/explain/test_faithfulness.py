@@ -118,6 +118,25 @@ def test_compare_modes_side_by_side_and_mismatch(tmp_path):
         compare_modes(tmp_path / "o.h5", tmp_path / "c.h5")
 
 
+def test_compare_on_the_closed_loops_subset_of_units(tmp_path):
+    _hand_file(tmp_path / "o.h5")
+    with h5py.File(tmp_path / "c.h5", "w") as f:  # the closed loop tuned unit 2 only (units_every)
+        f["units"], f["seeds"] = np.array([2]), np.array([7, 8])
+        f["values"] = np.array([[0.0, 2.0]], dtype=np.float32)
+        f["r_tilde_unit"] = np.array([[[0.0, 2.0], [0.0, 1.0]]], dtype=np.float32)
+        f["r_tilde_off"] = np.zeros((1, 2, 2), np.float32)
+        f.attrs["mode"] = "closed_loop"
+    t = compare_modes(tmp_path / "o.h5", tmp_path / "c.h5")
+    assert list(t["unit"]) == [2]
+    assert t["transfer_open_loop"].iloc[0] == pytest.approx(0.2) and t["transfer_closed_loop"].iloc[0] == pytest.approx(0.75)
+    with pytest.raises(UserError, match="tunes units \\[5\\] that"):
+        compare_modes(tmp_path / "c.h5", tmp_path / "o.h5")  # unit 5 is in no closed-loop run
+    with h5py.File(tmp_path / "c.h5", "a") as f:
+        f["values"][0, 1] = 3.0
+    with pytest.raises(UserError, match="tunes other values"):
+        compare_modes(tmp_path / "o.h5", tmp_path / "c.h5")
+
+
 def test_table_of_a_file_without_the_new_datasets_is_a_one_line_error(tmp_path):
     with h5py.File(tmp_path / "old.h5", "w") as f:
         f["units"] = np.array([0])

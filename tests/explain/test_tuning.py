@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from linkstyle.core.errors import UserError
+from linkstyle.explain.closed_loop import ClosedLoopConfig
 from linkstyle.explain.tuning import (
     TuningConfig,
     pick_seeds,
@@ -55,6 +56,10 @@ def test_every_step_is_link_of_r_with_one_unit_replaced(tiny_gen, tiny_clf, link
 def test_unit_selection_and_errors():
     assert resolve_units(TuningConfig(), 4).tolist() == [0, 1, 2, 3]
     assert resolve_units(TuningConfig(unit_range=(1, 3)), 4).tolist() == [1, 2]
+    every = ClosedLoopConfig(units_every=3)
+    assert resolve_units(TuningConfig(mode="closed_loop", closed_loop=every), 8).tolist() == [0, 3, 6]
+    assert resolve_units(TuningConfig(closed_loop=every), 4).tolist() == [0, 1, 2, 3], "open loop tunes every unit"
+    assert resolve_units(TuningConfig(mode="closed_loop", unit_range=(2, 8), closed_loop=every), 8).tolist() == [2, 5]
     with pytest.raises(UserError, match="tune_units.units: unit ids \\[9\\] out of range"):
         resolve_units(TuningConfig(units=(1, 9)), 4)
     with pytest.raises(UserError, match="unit_range"):
