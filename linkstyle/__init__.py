@@ -8,7 +8,7 @@ The package, by concept (each subpackage's docstring says more):
   the default architectures and their training, quality checks
 - `link`: paired data, W-R similarity, link kinds, the cycle
 - `measure`: the few-shot part segmenter, part metrics, quantification of renders
-- `explain`: unit tuning
+- `explain`: unit tuning (open and closed loop) and its faithfulness
 - `analyze`: unit selectivity, sparsity, clustering
 - `report`: every figure (reads results, computes nothing new)
 
@@ -39,6 +39,8 @@ _API = {
     "MotionConfig": "measure.motion", "estimate_motion": "measure.motion", "motion_table": "measure.motion",
     "quantify_motion": "measure.quantify_motion",
     "TuningConfig": "explain.tuning", "tune_units": "explain.tuning",
+    "ClosedLoopConfig": "explain.closed_loop", "ClosedLoop": "explain.closed_loop",
+    "faithfulness_table": "explain.faithfulness", "compare_modes": "explain.faithfulness",
     "AnalysisConfig": "analyze.units", "analyze": "analyze.units", "hoyer": "analyze.sparsity",
     "build_page": "report.page", "write_report": "report.page",
 }

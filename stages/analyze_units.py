@@ -7,6 +7,7 @@ import typer
 from linkstyle.analyze.units import AnalysisConfig, analyze, read_changes
 from linkstyle.core import cli, h5
 from linkstyle.core.io import atomic_path, write_json
+from linkstyle.explain.faithfulness import FAITHFULNESS_DATASETS, faithfulness_table
 from linkstyle.report.units import plot_clusters, plot_sparsity, plot_strips, plot_tsne
 
 
@@ -18,8 +19,11 @@ def main(changes: Path = typer.Option(..., help="changes parquet (stage quantify
          params: Path = typer.Option(Path("params.yaml"), help="params file; reads section analyze_units")):
     cfg = cli.section(params, "analyze_units", AnalysisConfig)
     ch = read_changes(changes, cfg)
-    with h5.open_checked(tuning, {"": ("renders", "units", "seeds", "classes", "values")}, producer="tune_units") as f:
+    need = ("renders", "seeds", "classes", *FAITHFULNESS_DATASETS)
+    with h5.open_checked(tuning, {"": need}, producer="tune_units") as f:
         tables, summary = analyze(ch, f, cfg)
+        # How faithfully each unit's tuning moved it (transfer, off-target), beside its labels.
+        tables["units"] = tables["units"].merge(faithfulness_table(f), on="unit", how="left")
         plot_strips(tables, f, figures / "unit_strips.png")
     plot_sparsity(tables, figures / "sparsity.png")
     plot_tsne(tables, figures / "tsne.png", perplexity=summary["tsne_perplexity"])

@@ -55,6 +55,8 @@ ARGS = {
     "evaluate_link": "--pairs data/pairs.h5 --link data/links/ridge.pt --metrics reports/o.json --figure reports/o.png",
     "train_segmenter": "--masks masks --out data/o_seg.pt --metrics reports/o.json --curves reports/o_c.tsv",
     "tune_units": "--pairs data/pairs.h5 --link data/links/ridge.pt --out data/o_tuning.h5 --metrics reports/o.json",
+    "compare_tuning": "--open-loop data/tuning.h5 --closed-loop data/tuning_closed.h5 --table reports/o.csv "
+                      "--metrics reports/o.json --figure reports/o.png",
     "quantify_parts": "--tuning data/tuning.h5 --segmenter data/segmenter.pt --measures data/o_m.parquet "
                       "--changes data/o_c.parquet --metrics reports/o.json",
     "quantify_motion": "--tuning data/tuning.h5 --segmenter data/segmenter.pt --units reports/units.csv "
@@ -193,6 +195,20 @@ def retrained_generator(d: Path) -> None:
     torch.save(payload, d / "data/generator.pt")
 
 
+def edit_h5(rel: str, edit):
+    def apply(d: Path) -> None:
+        import h5py
+        with h5py.File(d / rel, "a") as f:
+            edit(f)
+    return apply
+
+
+def closed_of_other_seeds(d: Path) -> None:
+    """A closed-loop tuning file of other seeds than the open-loop one."""
+    shutil.copy(d / "data/tuning.h5", d / "data/tuning_closed.h5")
+    edit_h5("data/tuning_closed.h5", lambda f: f["seeds"].__setitem__(0, 12345))(d)
+
+
 def stale_link(d: Path) -> None:
     """A link fitted on other pairs (the pairs were resampled after it was fitted)."""
     import h5py
@@ -229,6 +245,13 @@ CASES = [
     ("tune-units-out-of-range", "tune_units",
      lambda d: (set_param("tune_units.unit_range", None)(d), set_param("tune_units.units", [0, 999])(d)),
      "tune_units.units: unit ids [999]"),
+    ("tune-units-mode-bad", "tune_units", set_param("tune_units.mode", "both"),
+     "tune_units.mode must be one of open_loop, closed_loop"),
+    ("closed-loop-hold-2", "tune_units", set_param("tune_units.closed_loop.hold_weight", 2.0),
+     "tune_units.closed_loop.hold_weight must be in [0, 1]"),
+    ("closed-loop-units-every-0", "tune_units", set_param("tune_units.closed_loop.units_every", 0),
+     "tune_units.closed_loop.units_every must be >= 1"),
+    ("compare-strip-seeds-0", "compare_tuning", set_param("compare_tuning.n_strip_seeds", 0), "compare_tuning.n_strip_seeds"),
     ("quantify-n-jobs-0", "quantify_parts", set_param("quantify_parts.n_jobs", 0), "quantify_parts.n_jobs"),
     ("analyze-source-bad", "analyze_units", set_param("analyze_units.source", "oracle"), "analyze_units.source"),
     ("models-kind-unknown", "sample_pairs", set_param("models.generator.kind", "stylegan9"), "models.generator.kind"),
@@ -259,6 +282,10 @@ CASES = [
     ("segmenter-missing", "quantify_parts", delete("data/segmenter.pt"), "data/segmenter.pt: checkpoint not found"),
     ("tuning-missing", "quantify_parts", delete("data/tuning.h5"), "data/tuning.h5: not found"),
     ("tuning-corrupt-middle", "analyze_units", corrupt_middle("data/tuning.h5"), "data/tuning.h5: "),
+    ("tuning-before-faithfulness", "analyze_units", edit_h5("data/tuning.h5", lambda f: f.__delitem__("r_tilde_off")),
+     "data/tuning.h5: missing 'r_tilde_off'"),
+    ("compare-closed-missing", "compare_tuning", lambda d: None, "data/tuning_closed.h5: not found"),
+    ("compare-other-seeds", "compare_tuning", closed_of_other_seeds, "data/tuning_closed.h5: tunes other seeds than"),
     ("changes-foreign", "analyze_units", foreign("data/changes.parquet"), "data/changes.parquet: not a readable parquet"),
     ("motion-backend-unknown", "quantify_motion", set_param("quantify_motion.motion.backend", "raft"),
      "quantify_motion.motion.backend must be one of"),

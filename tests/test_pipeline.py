@@ -90,7 +90,7 @@ def test_every_stage_ran_and_wrote_its_outputs(repo):
     d = repo["dir"]
     assert _ran(repo["first"]) == _stage_names()
     for path in ("data/world.h5", "data/generator.pt", "data/classifier.pt", "data/pairs.h5", "data/links/ridge.pt",
-                 "data/links/ols.pt", "data/segmenter.pt", "data/tuning.h5", "data/changes.parquet",
+                 "data/links/ols.pt", "data/segmenter.pt", "data/tuning.h5", "data/tuning_closed.h5", "data/changes.parquet",
                  "reports/figures/generated_samples.png", "reports/figures/similarity.png", "reports/figures/cycle.png"):
         assert (d / path).exists(), path
     assert (d / "dvc.lock").exists()
@@ -143,6 +143,18 @@ def test_quantify_parts_same_bytes_on_one_worker_and_in_process(repo, tmp_path, 
           "--metrics", str(tmp_path / "q.json"), "--params", str(tmp_path / "params.yaml")], d)
     assert (tmp_path / "m.parquet").read_bytes() == (d / "data/measures.parquet").read_bytes()
     assert (tmp_path / "c.parquet").read_bytes() == (d / "data/changes.parquet").read_bytes()
+
+
+def test_both_tuning_modes_side_by_side(repo):
+    d = repo["dir"]
+    open_, closed = _metrics(d, "tuning.json"), _metrics(d, "tuning_closed.json")
+    assert (open_["mode"], closed["mode"]) == ("open_loop", "closed_loop")
+    assert closed["unit_transfer_median"] > open_["unit_transfer_median"]
+    modes = pd.read_csv(d / "reports/tuning_modes.csv")
+    assert {"transfer_open_loop", "transfer_closed_loop", "off_target_closed_loop"} <= set(modes.columns)
+    assert (d / "reports/figures/tuning_modes.png").exists()
+    units = pd.read_csv(d / "reports/units.csv")
+    assert {"transfer", "off_target", "tuning_corr"} <= set(units.columns), "analyze_units carries the faithfulness"
 
 
 def test_pairs_file_schema(repo):

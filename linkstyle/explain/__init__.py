@@ -1,1 +1,3 @@
-"""Explanations through the link: setting one unit of R at a time and rendering (`tuning`)."""
+"""Explanations through the link: setting one unit of R at a time and rendering (`tuning`),
+through the link (open loop) or solved through the generator and classifier (`closed_loop`),
+and how faithfully the renders carry the set unit (`faithfulness`)."""

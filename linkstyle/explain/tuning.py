@@ -1,10 +1,17 @@
-"""Tuning single units (docs/method.md section 4): set r_i to a few values, link to w, render.
+"""Tuning single units (docs/method.md section 4): set r_i to a few values, find w, render.
 
 For each tuned unit i, test seed s and step t, r = r_s with r_i replaced by
 v_i,t, the t-th of n_steps values spread linearly over the unit's observed [min, max]
-(across the tuning seeds, as the reference does, or across the training pairs). The
-link maps r to w, the generator renders it, and the classifier re-encodes the render
-(r~), so one can see how far unit i really moved in the image.
+(across the tuning seeds, as the reference does, or across the training pairs). Then
+w comes from one of two modes:
+
+- `open_loop` (the reference): the link maps r to w;
+- `closed_loop`: w is solved for, from the seed's own w, so that the classifier's
+  re-encoding of the render matches r in unit i while the other units stay
+  (linkstyle/explain/closed_loop.py).
+
+The generator renders w, and the classifier re-encodes the render (r~), so one can see
+how far unit i really moved in the image (linkstyle/explain/faithfulness.py).
 
 Output (HDF5, streamed unit block by unit block, renders chunked by unit):
   renders       uint8   [U, S, T, H, W, 3]
@@ -13,9 +20,12 @@ Output (HDF5, streamed unit block by unit block, renders chunked by unit):
   values        float32 [U, T]            the unit's set values (same for every seed)
   r_tilde_unit  float32 [U, S, T]         unit i's value in r~ = f_R(render)
   r_tilde_corr  float32 [U, S, T]         corr(r, r~) over all units
+  r_tilde       float16 [U, S, T, R]      r~ itself (half precision: for inspection)
+  r_tilde_off   float32 [U, S, T]         || r~_-i(t) - r~_-i(0) ||, other units, from float32 r~
   units, range_min, range_max [U]; seeds, classes [S]; r_base float32 [S, R]
 r of step (u, s, t) is r_base[s] with unit units[u] set to values[u, t]: stored exactly,
-without repeating R for every step.
+without repeating R for every step. Attribute `mode` says which mode wrote the file; both
+write the same datasets, so quantification and analysis run unchanged on either.
 """
 
 from __future__ import annotations
@@ -34,6 +44,10 @@ from linkstyle.core.errors import UserError
 from linkstyle.core.images import to_uint8
 from linkstyle.core.runtime import module_device
 from linkstyle.core.stats import rowwise_corr
+from linkstyle.explain.closed_loop import ClosedLoop, ClosedLoopConfig
+from linkstyle.explain.faithfulness import faithfulness_arrays, faithfulness_summary, off_target_norms
+
+MODES = ("open_loop", "closed_loop")
 
 
 @dataclass(frozen=True)
@@ -47,12 +61,15 @@ class TuningConfig:
     range_source: str = "seeds"  # "seeds": [min, max] over the tuning seeds (reference); "train": over train pairs
     batch_size: int = 512  # images per forward pass
     device: str = "auto"
+    mode: str = "open_loop"  # open_loop: the link maps r to w (reference); closed_loop: solve for w (closed_loop.py)
+    closed_loop: ClosedLoopConfig = ClosedLoopConfig()
 
     def __post_init__(self):
         check(self.n_seeds >= 1, "n_seeds", "must be >= 1")
         check(self.n_steps >= 2, "n_steps", "must be >= 2 (first and last step make the perturbation pair)")
         check(self.range_source in ("seeds", "train"), "range_source", "must be 'seeds' or 'train'")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.mode in MODES, "mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
         check(self.unit_range is None or (len(self.unit_range) == 2 and 0 <= self.unit_range[0] < self.unit_range[1]),
               "unit_range", "must be [start, stop) with 0 <= start < stop")
         check(self.units is None or self.unit_range is None, "units", "and unit_range are exclusive; set one of them")
@@ -60,6 +77,12 @@ class TuningConfig:
 
 
 def resolve_units(cfg: TuningConfig, n_units: int) -> np.ndarray:
+    """The unit ids to tune; in mode closed_loop every `closed_loop.units_every`-th of them."""
+    units = _selected_units(cfg, n_units)
+    return units[:: cfg.closed_loop.units_every] if cfg.mode == "closed_loop" else units
+
+
+def _selected_units(cfg: TuningConfig, n_units: int) -> np.ndarray:
     if cfg.units is not None:
         units = np.asarray(cfg.units, dtype=np.int64)
         bad = units[(units < 0) | (units >= n_units)]
@@ -96,21 +119,28 @@ def step_values(lo: np.ndarray, hi: np.ndarray, n_steps: int) -> np.ndarray:
     return (lo[:, None] + (hi - lo)[:, None] * t[None]).astype(np.float32)
 
 
-@torch.inference_mode()
 def tune_units(gen, clf, link, r_base: np.ndarray, seeds: np.ndarray, classes: np.ndarray, units: np.ndarray,
                lo: np.ndarray, hi: np.ndarray, cfg: TuningConfig, path: str | os.PathLike, attrs: dict,
-               progress: bool = True) -> dict:
-    """Render every (unit, seed, step), stream to `path`; return summary metrics."""
+               progress: bool = True, w_base: Optional[np.ndarray] = None) -> dict:
+    """Render every (unit, seed, step), stream to `path`; return summary metrics.
+
+    `link` maps r to w in mode open_loop; mode closed_loop ignores it and starts from
+    `w_base` [S, w_dim], the seeds' own w (whose renders re-encode to r_base).
+    """
     S, T, R = len(seeds), cfg.n_steps, r_base.shape[1]
     values = step_values(lo, hi, T)
     dev = gen.device
-    link_dev = module_device(link)
+    closed = cfg.mode == "closed_loop"
+    if closed and (w_base is None or np.shape(w_base) != (S, gen.w_dim)):
+        raise ValueError(f"closed_loop tuning needs w_base [{S}, {gen.w_dim}], the seeds' w")
+    link_dev = dev if closed else module_device(link)
     base = torch.as_tensor(r_base, dtype=torch.float32, device=link_dev)
     units_per_block = max(1, cfg.batch_size // (S * T))
-    moved, reached = [], []
+    solver = ClosedLoop(gen, clf, w_base, cfg.closed_loop, cfg.batch_size, progress) if closed else None
+    unit_t_all, off_all = [], []
     with h5.create(path) as f:
         h5.set_attrs(f, params=to_dict(cfg), class_names=list(gen.class_names),
-                     part_names=list(gen.part_names) if gen.part_names else [], **attrs)
+                     part_names=list(gen.part_names) if gen.part_names else [], mode=cfg.mode, **attrs)
         for name, arr in (("units", units), ("seeds", seeds), ("classes", classes), ("range_min", lo.astype(np.float32)),
                           ("range_max", hi.astype(np.float32)), ("values", values), ("r_base", r_base.astype(np.float32))):
             f.create_dataset(name, data=arr, track_times=False)
@@ -121,44 +151,56 @@ def tune_units(gen, clf, link, r_base: np.ndarray, seeds: np.ndarray, classes: n
             "w": f.create_dataset("w", (len(units), S, T, gen.w_dim), np.float32, chunks=(1, S, T, gen.w_dim), track_times=False),
             "r_tilde_unit": f.create_dataset("r_tilde_unit", (len(units), S, T), np.float32, track_times=False),
             "r_tilde_corr": f.create_dataset("r_tilde_corr", (len(units), S, T), np.float32, track_times=False),
+            # Half precision: r~ of every render for inspection at a quarter of float32's
+            # size; the metrics use r_tilde_unit and r_tilde_off, computed in float32.
+            "r_tilde": f.create_dataset("r_tilde", (len(units), S, T, R), np.float16, chunks=(1, S, T, R),
+                                        compression="gzip", shuffle=True, track_times=False),
+            "r_tilde_off": f.create_dataset("r_tilde_off", (len(units), S, T), np.float32, track_times=False),
         }
         if gen.part_names is not None:
             ds["parts_gt"] = f.create_dataset("parts_gt", (len(units), S, T, res, res), np.uint8, chunks=(1, S, T, res, res),
                                               compression="gzip", shuffle=True, track_times=False)
-        bar = tqdm(total=len(units) * S * T, desc="tune_units", unit="img", disable=not progress)
+        bar = tqdm(total=len(units) * S * T, desc=f"tune_units/{cfg.mode}", unit="img", disable=not progress)
         for a in range(0, len(units), units_per_block):
             u = units[a : a + units_per_block]
             n = len(u)
-            r = base[None, :, None, :].repeat(n, 1, T, 1)  # [n, S, T, R]
-            v = torch.as_tensor(values[a : a + n], device=link_dev)
-            idx = torch.as_tensor(u, device=link_dev)
-            r.scatter_(3, idx[:, None, None, None].expand(n, S, T, 1), v[:, None, :, None].expand(n, S, T, 1))
-            flat = r.reshape(-1, R)
-            w = link(flat).to(dev)
-            img, parts = gen.render(w, cfg.batch_size)
-            r_t, _ = clf.represent(img, batch_size=cfg.batch_size)
+            with torch.inference_mode():
+                r = base[None, :, None, :].repeat(n, 1, T, 1)  # [n, S, T, R]
+                v = torch.as_tensor(values[a : a + n], device=link_dev)
+                idx = torch.as_tensor(u, device=link_dev)
+                r.scatter_(3, idx[:, None, None, None].expand(n, S, T, 1), v[:, None, :, None].expand(n, S, T, 1))
+                flat = r.reshape(-1, R)
+                if not closed:
+                    w = link(flat).to(dev)
+            if closed:
+                seed_of = np.tile(np.repeat(np.arange(S), T), n)
+                w = solver.solve(seed_of, np.repeat(u, S * T), flat.clone())
+            with torch.inference_mode():
+                img, parts = gen.render(w, cfg.batch_size)
+                r_t, _ = clf.represent(img, batch_size=cfg.batch_size)
             flat_c = flat.cpu()
             unit_t = r_t.gather(1, torch.as_tensor(u).repeat_interleave(S * T)[:, None])[:, 0]
             corr = rowwise_corr(flat_c.numpy(), r_t.numpy()).astype(np.float32)
             renders = to_uint8(img).cpu().numpy().reshape(n, S, T, res, res, 3)
-            h5.ensure_block(f, renders, w, parts if parts is not None else np.zeros(0))
+            r_tilde = r_t.numpy().reshape(n, S, T, R)
+            off = off_target_norms(r_tilde, u)  # unit ids index r directly
+            h5.ensure_block(f, renders, w, r_tilde, parts if parts is not None else np.zeros(0))
             ds["renders"][a : a + n] = renders
             ds["w"][a : a + n] = w.cpu().numpy().reshape(n, S, T, -1)
             ds["r_tilde_unit"][a : a + n] = unit_t.numpy().reshape(n, S, T)
             ds["r_tilde_corr"][a : a + n] = corr.reshape(n, S, T)
+            ds["r_tilde"][a : a + n] = r_tilde.astype(np.float16)
+            ds["r_tilde_off"][a : a + n] = off
             if "parts_gt" in ds:
                 ds["parts_gt"][a : a + n] = parts.cpu().numpy().reshape(n, S, T, res, res)
-            ut = unit_t.numpy().reshape(n, S, T)
-            moved.append(ut[:, :, -1] - ut[:, :, 0])
-            reached.append((values[a : a + n, -1] - values[a : a + n, 0])[:, None].repeat(S, 1))
+            unit_t_all.append(unit_t.numpy().reshape(n, S, T))
+            off_all.append(off)
             bar.update(n * S * T)
         bar.close()
-    moved, reached = np.concatenate(moved), np.concatenate(reached)
-    live = reached > 1e-6
+    arrays = faithfulness_arrays(np.concatenate(unit_t_all), np.concatenate(off_all), values)
     return {
+        "mode": cfg.mode,
         "n_units": int(len(units)), "n_seeds": int(S), "n_steps": int(T), "n_renders": int(len(units) * S * T),
         "dead_units": int((hi - lo <= 1e-6).sum()),
-        # How much of the set change of unit i shows up in r~ of the render: 1 = all of it.
-        "unit_transfer_median": float(np.median(moved[live] / reached[live])) if live.any() else None,
-        "unit_moved_up_fraction": float((moved[live] > 0).mean()) if live.any() else None,
+        **faithfulness_summary(arrays),
     }

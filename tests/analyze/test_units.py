@@ -225,6 +225,11 @@ def write_inputs(root: Path) -> None:
     with h5py.File(root / "data" / "tuning.h5", "w") as f:
         for k in ("renders", "units", "seeds", "classes", "values"):
             f[k] = t[k]
+        n_units, n_seeds, n_steps = np.shape(t["renders"])[:3]
+        values = np.asarray(t["values"], dtype=np.float32)
+        # every render moved its unit by half the set change: transfer 0.5 (explain/faithfulness.py)
+        f["r_tilde_unit"] = np.broadcast_to(0.5 * values[:, None, :], (n_units, n_seeds, n_steps)).copy()
+        f["r_tilde_off"] = np.zeros((n_units, n_seeds, n_steps), np.float32)
         f.attrs["class_names"] = json.dumps(t["class_names"])
         f.attrs["part_names"] = json.dumps(PARTS)
     (root / "params.yaml").write_text("analyze_units:\n  n_top_units: 1\n  n_strip_seeds: 2\n  tsne_perplexity: 5\n")
@@ -250,6 +255,8 @@ def test_stage_writes_all_outputs_deterministically(tmp_path, monkeypatch, capsy
     units = pd.read_csv("reports/units.csv")
     assert list(units.columns[:6]) == ["unit", "strongest_part", "metric", "mean_change", "consistency", "sparsity"]
     assert json.loads(Path("reports/analysis.json").read_text())["n_units"] == 8
+    live = units.dropna(subset=["transfer"])
+    assert len(live) and (live["transfer"] == 0.5).all() and (live["off_target"] == 0.0).all(), "faithfulness merged"
     stage.main(**ARGS)
     assert {p: p.read_bytes() for p in outputs} == first
     Path("data/changes.parquet").write_bytes(b"not parquet")

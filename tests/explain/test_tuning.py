@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from linkstyle.core.errors import UserError
+from linkstyle.explain.closed_loop import ClosedLoopConfig
 from linkstyle.explain.tuning import (
     TuningConfig,
     pick_seeds,
@@ -55,6 +56,10 @@ def test_every_step_is_link_of_r_with_one_unit_replaced(tiny_gen, tiny_clf, link
 def test_unit_selection_and_errors():
     assert resolve_units(TuningConfig(), 4).tolist() == [0, 1, 2, 3]
     assert resolve_units(TuningConfig(unit_range=(1, 3)), 4).tolist() == [1, 2]
+    every = ClosedLoopConfig(units_every=3)
+    assert resolve_units(TuningConfig(mode="closed_loop", closed_loop=every), 8).tolist() == [0, 3, 6]
+    assert resolve_units(TuningConfig(closed_loop=every), 4).tolist() == [0, 1, 2, 3], "open loop tunes every unit"
+    assert resolve_units(TuningConfig(mode="closed_loop", unit_range=(2, 8), closed_loop=every), 8).tolist() == [2, 5]
     with pytest.raises(UserError, match="tune_units.units: unit ids \\[9\\] out of range"):
         resolve_units(TuningConfig(units=(1, 9)), 4)
     with pytest.raises(UserError, match="unit_range"):
@@ -69,3 +74,19 @@ def test_seeds_spread_over_classes_and_steps_linear():
     with pytest.raises(UserError, match="n_seeds"):
         pick_seeds(labels, 7, 3)
     np.testing.assert_allclose(step_values(np.array([0.0]), np.array([2.0]), 3), [[0.0, 1.0, 2.0]])
+
+
+def test_open_loop_writes_the_faithfulness_datasets(tiny_gen, tiny_clf, link, tmp_path):
+    p = tmp_path / "t.h5"
+    m, r_base, units, lo, hi = _run(tiny_gen, tiny_clf, link, p, batch_size=512)
+    assert m["mode"] == "open_loop" and {"off_target_median", "unit_corr_median", "unit_transfer_median"} <= set(m)
+    with h5py.File(p) as f:
+        assert f.attrs["mode"] == "open_loop" and f["r_tilde"].dtype == np.float16
+        rt = f["r_tilde"][:].astype(np.float32)
+        assert rt.shape == (3, 4, 3, tiny_clf.n_units)
+        np.testing.assert_allclose(rt[np.arange(3), :, :, units], f["r_tilde_unit"][:], rtol=2e-3, atol=1e-4)
+        off = f["r_tilde_off"][:]
+        assert (off[:, :, 0] == 0).all(), "step 0 against itself"
+        d = rt - rt[:, :, :1]
+        d[np.arange(3), :, :, units] = 0
+        np.testing.assert_allclose(off, np.sqrt((d ** 2).sum(-1)), rtol=1e-2, atol=1e-3)
