@@ -6,9 +6,9 @@ The package, by concept (each subpackage's docstring says more):
 - `world`: the built-in procedural world and its HDF5 store
 - `models`: generator and classifier interfaces, the model seam (`models.registry`),
   the default architectures and their training, quality checks
-- `link`: paired data, W-R similarity, link kinds, the cycle
+- `link`: paired data, W-R similarity, link kinds, the cycle, the INN link (a density of w given r)
 - `measure`: the few-shot part segmenter, part metrics, quantification of renders
-- `explain`: unit tuning
+- `explain`: unit tuning; what R is invariant to (samples through the INN)
 - `analyze`: unit selectivity, sparsity, clustering
 - `report`: every figure (reads results, computes nothing new)
 
@@ -34,11 +34,15 @@ _API = {
     "LINK_KINDS": "link.fit", "fit_link": "link.fit", "link_metrics": "link.fit", "predict_w": "link.fit",
     "save_link": "link.store", "load_link": "link.store", "load_linked": "link.bundle",
     "run_similarity": "link.similarity", "run_cycle": "link.cycle",
+    "ConditionalINN": "link.inn", "INNConfig": "link.inn", "fit_inn": "link.inn", "evaluate_inn": "link.inn",
+    "save_inn": "link.inn", "load_inn": "link.inn",
     "fit_segmenter": "measure.segmenter_training", "load_segmenter": "measure.segmenter",
     "segment_w": "measure.segmenter", "measure_parts": "measure.parts", "quantify_tuning": "measure.quantify",
     "MotionConfig": "measure.motion", "estimate_motion": "measure.motion", "motion_table": "measure.motion",
     "quantify_motion": "measure.quantify_motion",
     "TuningConfig": "explain.tuning", "tune_units": "explain.tuning",
+    "InvarianceConfig": "explain.invariances", "run_invariances": "explain.invariances",
+    "summarize_invariances": "explain.invariances",
     "AnalysisConfig": "analyze.units", "analyze": "analyze.units", "hoyer": "analyze.sparsity",
 }
 __all__ = sorted(_API)
