@@ -6,9 +6,10 @@ The package, by concept (each subpackage's docstring says more):
 - `world`: the built-in procedural world and its HDF5 store
 - `models`: generator and classifier interfaces, the model seam (`models.registry`),
   the default architectures and their training, quality checks
-- `link`: paired data, W-R similarity, link kinds, the cycle
+- `link`: paired data, W-R similarity, link kinds, the cycle, the INN link (a density of w given r)
 - `measure`: the few-shot part segmenter, part metrics, quantification of renders
-- `explain`: unit tuning (open and closed loop) and its faithfulness
+- `explain`: unit tuning (open and closed loop) and its faithfulness; what R is invariant to
+  (samples through the INN)
 - `analyze`: unit selectivity, sparsity, clustering
 - `report`: every figure (reads results, computes nothing new)
 
@@ -34,6 +35,8 @@ _API = {
     "LINK_KINDS": "link.fit", "fit_link": "link.fit", "link_metrics": "link.fit", "predict_w": "link.fit",
     "save_link": "link.store", "load_link": "link.store", "load_linked": "link.bundle",
     "run_similarity": "link.similarity", "run_cycle": "link.cycle",
+    "ConditionalINN": "link.inn", "INNConfig": "link.inn", "fit_inn": "link.inn", "evaluate_inn": "link.inn",
+    "save_inn": "link.inn", "load_inn": "link.inn",
     "fit_segmenter": "measure.segmenter_training", "load_segmenter": "measure.segmenter",
     "segment_w": "measure.segmenter", "measure_parts": "measure.parts", "quantify_tuning": "measure.quantify",
     "MotionConfig": "measure.motion", "estimate_motion": "measure.motion", "motion_table": "measure.motion",
@@ -41,6 +44,8 @@ _API = {
     "TuningConfig": "explain.tuning", "tune_units": "explain.tuning",
     "ClosedLoopConfig": "explain.closed_loop", "ClosedLoop": "explain.closed_loop",
     "faithfulness_table": "explain.faithfulness", "compare_modes": "explain.faithfulness",
+    "InvarianceConfig": "explain.invariances", "run_invariances": "explain.invariances",
+    "summarize_invariances": "explain.invariances",
     "AnalysisConfig": "analyze.units", "analyze": "analyze.units", "hoyer": "analyze.sparsity",
     "build_page": "report.page", "write_report": "report.page",
 }

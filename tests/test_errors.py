@@ -27,6 +27,7 @@ from PIL import Image
 from linkstyle.core.checkpoint import fingerprint, save_module
 from linkstyle.explain.tuning import TuningConfig, tune_units
 from linkstyle.link.fit import fit_link
+from linkstyle.link.inn import INNConfig, fit_inn, save_inn
 from linkstyle.link.linear import RidgeConfig
 from linkstyle.link.pairs import PairsConfig, load_pairs, sample_pairs
 from linkstyle.link.store import save_link
@@ -52,6 +53,9 @@ ARGS = {
     "sample_pairs": "--out data/o_pairs.h5 --metrics reports/o.json",
     "similarity": "--pairs data/pairs.h5 --metrics reports/o.json --plot reports/o_plot.json --figure reports/o.png",
     "fit_link": "--kind ridge --pairs data/pairs.h5 --out data/o_link.pt --metrics reports/o.json",
+    "fit_inn": "--pairs data/pairs.h5 --out data/o_inn.pt --metrics reports/o.json --curves reports/o_c.tsv",
+    "invariances": "--pairs data/pairs.h5 --inn data/inn.pt --out data/o_inv.h5 --metrics reports/o.json "
+                   "--figure-samples reports/o_s.png --figure-factors reports/o_f.png",
     "evaluate_link": "--pairs data/pairs.h5 --link data/links/ridge.pt --metrics reports/o.json --figure reports/o.png",
     "train_segmenter": "--masks masks --out data/o_seg.pt --metrics reports/o.json --curves reports/o_c.tsv",
     "tune_units": "--pairs data/pairs.h5 --link data/links/ridge.pt --out data/o_tuning.h5 --metrics reports/o.json",
@@ -99,6 +103,9 @@ def project(tmp_path_factory, tiny_gen, tiny_clf) -> Path:
     train = load_pairs(d / "data/pairs.h5", "train", ("w", "r"))
     link, info = fit_link("ridge", train["r"], train["w"], RidgeConfig(cv_folds=3), progress=False)
     save_link(d / "data/links/ridge.pt", link, info, pairs_fingerprint=fingerprint(d / "data/pairs.h5"), **fps)
+    inn, inn_info = fit_inn(train["r"], train["w"], INNConfig(mean="ridge", n_blocks=1, hidden=8, embed_dim=4,
+                                                              embed_hidden=8, epochs=1), progress=False)
+    save_inn(d / "data/inn.pt", inn, inn_info, pairs_fingerprint=fingerprint(d / "data/pairs.h5"), **fps)
     seg_cfg = FewShotConfig(n_eval=5, model=SegmenterConfig(n_shots=2, epochs=1, channels=(8,), dilations=(1, 1)))
     seg, _, _ = fit_segmenter(tiny_gen, seg_cfg, d / "masks", progress=False)
     save_segmenter(d / "data/segmenter.pt", seg, fps["generator_fingerprint"])
@@ -237,6 +244,11 @@ CASES = [
     ("similarity-per-class-0", "similarity", set_param("similarity.per_class", 0), "similarity.per_class"),
     ("fit-link-unknown-kind", "fit_link", lambda d: None, "--kind: unknown link kind 'lasso'"),
     ("fit-link-cv-1", "fit_link", set_param("fit_link.ridge.cv_folds", 1), "fit_link.ridge.cv_folds must be at least 2"),
+    ("fit-inn-mean-bad", "fit_inn", set_param("fit_inn.mean", "gam"), "fit_inn.mean must be one of mlp, ridge, none"),
+    ("fit-inn-no-section", "fit_inn", drop_section("fit_inn"), "params.yaml: no section 'fit_inn'"),
+    ("invariances-n-samples-1", "invariances", set_param("invariances.n_samples", 1), "invariances.n_samples must be >= 2"),
+    ("invariances-too-many-seeds", "invariances", set_param("invariances.n_seeds", 999),
+     "invariances.n_seeds: asked for 999 seeds"),
     ("evaluate-batch-0", "evaluate_link", set_param("evaluate_link.batch_size", 0), "evaluate_link.batch_size"),
     ("segmenter-model-list", "train_segmenter", set_param("train_segmenter.model", [1, 2]),
      "train_segmenter.model must be a mapping"),
@@ -275,6 +287,11 @@ CASES = [
     ("link-is-a-segmenter", "evaluate_link", copy("data/segmenter.pt", "data/links/ridge.pt"),
      "data/links/ridge.pt: checkpoint holds a 'segmenter', expected a 'link'"),
     ("link-fitted-on-other-pairs", "tune_units", stale_link, "data/links/ridge.pt: link was fitted with pairs_fingerprint"),
+    ("pairs-empty-inn", "fit_inn", empty("data/pairs.h5"), "data/pairs.h5: truncated or not an HDF5 file"),
+    ("inn-missing", "invariances", delete("data/inn.pt"), "data/inn.pt: checkpoint not found"),
+    ("inn-is-a-link", "invariances", copy("data/links/ridge.pt", "data/inn.pt"),
+     "data/inn.pt: checkpoint holds a 'link', expected a 'inn'"),
+    ("inn-fitted-on-other-pairs", "invariances", stale_link, "data/inn.pt: INN was fitted with pairs_fingerprint"),
     ("segmenter-of-other-generator", "quantify_parts", retrained_generator,
      "data/segmenter.pt: segmenter was trained for generator"),
     ("generator-is-a-classifier", "quantify_parts", copy("data/classifier.pt", "data/generator.pt"),

@@ -91,7 +91,9 @@ def test_every_stage_ran_and_wrote_its_outputs(repo):
     assert _ran(repo["first"]) == _stage_names()
     for path in ("data/world.h5", "data/generator.pt", "data/classifier.pt", "data/pairs.h5", "data/links/ridge.pt",
                  "data/links/ols.pt", "data/segmenter.pt", "data/tuning.h5", "data/tuning_closed.h5", "data/changes.parquet",
-                 "reports/figures/generated_samples.png", "reports/figures/similarity.png", "reports/figures/cycle.png"):
+                 "reports/figures/generated_samples.png", "reports/figures/similarity.png", "reports/figures/cycle.png",
+                 "data/inn.pt", "data/invariances.h5", "reports/figures/invariance_samples.png",
+                 "reports/figures/invariant_factors.png"):
         assert (d / path).exists(), path
     assert (d / "dvc.lock").exists()
 
@@ -108,9 +110,11 @@ def test_metrics_are_written_and_sane(repo):
     assert all(0 < a <= 1 for a in pairs["acceptance"]["train"].values())
     sim = _metrics(d, "similarity.json")
     assert sim["ari"]["R"]["mean"] > sim["ari"]["control_shuffled"]["mean"] + 0.3
-    for kind in ("ols", "ridge", "mlp"):
+    for kind in ("ols", "ridge", "mlp", "inn"):  # inn: the INN link at v = 0 (stage fit_inn)
         link = _metrics(d, f"link/{kind}.json")
         assert link["kind"] == kind and link["test_r2"] > 0.5
+    inv = _metrics(d, "invariances.json")
+    assert inv["n_seeds"] == 10 and 0 <= inv["class_agreement"] <= 1 and -1 <= inv["cosine_to_r"]["mean"] <= 1
     cycle = _metrics(d, "cycle.json")
     assert cycle["ssim_distance"]["mean"] < cycle["ssim_distance_baseline"]["mean"]
 

@@ -1,3 +1,5 @@
 """Explanations through the link: setting one unit of R at a time and rendering (`tuning`),
 through the link (open loop) or solved through the generator and classifier (`closed_loop`),
-and how faithfully the renders carry the set unit (`faithfulness`)."""
+and how faithfully the renders carry the set unit (`faithfulness`); what R is invariant to,
+from samples of w given r through the INN link (`invariances`); the test seeds they all
+start from (`seeds`)."""

@@ -44,6 +44,7 @@ from linkstyle.core.errors import UserError
 from linkstyle.core.images import to_uint8
 from linkstyle.core.runtime import module_device
 from linkstyle.core.stats import rowwise_corr
+from linkstyle.explain.seeds import pick_seeds as _pick_seeds
 from linkstyle.explain.closed_loop import ClosedLoop, ClosedLoopConfig
 from linkstyle.explain.faithfulness import faithfulness_arrays, faithfulness_summary, off_target_norms
 
@@ -100,17 +101,8 @@ def _selected_units(cfg: TuningConfig, n_units: int) -> np.ndarray:
 
 
 def pick_seeds(labels: np.ndarray, n_seeds: int, n_classes: int) -> np.ndarray:
-    """Indices of n_seeds test pairs, round-robin over classes, in pair order within a class."""
-    per_class = [np.flatnonzero(labels == c) for c in range(n_classes)]
-    picked, k = [], 0
-    while len(picked) < n_seeds:
-        if all(k >= len(ix) for ix in per_class):
-            raise UserError(f"tune_units.n_seeds: asked for {n_seeds} seeds but the test pairs hold only {len(labels)}")
-        for ix in per_class:
-            if k < len(ix) and len(picked) < n_seeds:
-                picked.append(ix[k])
-        k += 1
-    return np.asarray(picked)
+    """Indices of n_seeds test pairs, round-robin over classes (`linkstyle.explain.seeds`)."""
+    return _pick_seeds(labels, n_seeds, n_classes, "tune_units.n_seeds")
 
 
 def step_values(lo: np.ndarray, hi: np.ndarray, n_steps: int) -> np.ndarray:
