@@ -21,8 +21,9 @@ def main(reports: Path = typer.Option(..., help="folder of the pipeline's metric
          out: Path = typer.Option(..., help="HTML page to write"),
          params: Path = typer.Option(Path("params.yaml"), help="params file; its sections are shown on the page")):
     used = cli.raw_sections(params, ("models", "world", "train_generator", "train_classifier", "check_models",
-                                     "sample_pairs", "similarity", "fit_link", "evaluate_link", "train_segmenter",
-                                     "tune_units", "quantify_parts", "analyze_units", "quantify_motion"))
+                                     "sample_pairs", "similarity", "fit_link", "fit_inn", "invariances", "evaluate_link",
+                                     "train_segmenter", "tune_units", "compare_tuning", "cluster", "quantify_parts",
+                                     "analyze_units", "quantify_motion"))
     page = write_report(reports, out, used, _revision())
     size = out.stat().st_size / 1e6
     print(f"report: {out} ({size:.1f} MB, {len(page.sections)} sections)")

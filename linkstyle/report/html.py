@@ -143,8 +143,8 @@ def _table(t: Table) -> str:
     return f'<div class="scroll">{table}</div>' if len(t.rows) > 15 else table
 
 
-def _section(s: Section) -> str:
-    parts = [f'<section id="{_e(s.id)}"><h2>{_e(s.title)}</h2>', f"<p>{_e(s.intro)}</p>",
+def _section(s: Section, number: int) -> str:
+    parts = [f'<section id="{_e(s.id)}"><h2>{number}. {_e(s.title)}</h2>', f"<p>{_e(s.intro)}</p>",
              _numbers(s.numbers), *map(_figure, s.figures), *map(_table, s.tables)]
     if s.code:
         parts.append(f"<pre>{_e(s.code)}</pre>")
@@ -157,7 +157,7 @@ def render_page(page: Page) -> str:
     ids = [s.id for s in page.sections]
     if len(set(ids)) != len(ids):
         raise ValueError(f"render_page: duplicate section ids in {ids}")
-    nav = "".join(f'<a href="#{_e(s.id)}">{_e(s.title)}</a>' for s in page.sections)
+    nav = "".join(f'<a href="#{_e(s.id)}">{i}. {_e(s.title)}</a>' for i, s in enumerate(page.sections, 1))
     searchable = any(t.searchable for s in page.sections for t in s.tables)
     finder = ('<input id="find-unit" type="search" placeholder="find unit id" aria-label="find unit id">'
               if searchable else "")
@@ -167,8 +167,8 @@ def render_page(page: Page) -> str:
               f"<title>{_e(page.title)}</title><style>{_CSS}</style></head><body>")
     out.write(f"<nav><strong>{_e(page.title)}</strong>{nav}{finder}</nav><main>")
     out.write(f'<h1>{_e(page.title)}</h1><div class="subtitle">{_e(page.subtitle)}</div>')
-    for s in page.sections:
-        out.write(_section(s))
+    for i, s in enumerate(page.sections, 1):
+        out.write(_section(s, i))
     out.write("</main>")
     if searchable:
         out.write(f"<script>{_SCRIPT}</script>")

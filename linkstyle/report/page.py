@@ -91,7 +91,7 @@ def _world(res: Results) -> Section:
     fr = q["frechet_r"]
     gen_key = next(k for k in fr if k.startswith("real_vs_generated_psi") and k != "real_vs_generated_psi1")
     return Section(
-        "world", "1. World and models",
+        "world", "World and models",
         "A procedural world of animals drawn part by part, a generator trained on it that draws its own "
         "part maps, a classifier whose penultimate layer R we explain, and a few-shot segmenter that "
         "labels parts on renders. Everything downstream rests on these being good enough.",
@@ -117,7 +117,7 @@ def _similarity(res: Results) -> Section:
     s = res.json("similarity.json")
     ari, rsa = s["ari"], s["rsa_correlation"]
     return Section(
-        "similarity", "2. Do W and R organise images alike?",
+        "similarity", "Do W and R organise images alike?",
         "Before linking the two spaces we ask whether they agree: how well k-means clusters recover the "
         "classes in each (ARI), and whether distances between images correlate across spaces (RSA). "
         "Controls with shuffled pairs must sit near zero.",
@@ -141,7 +141,7 @@ def _link(res: Results) -> Section:
         raise UserError(f"{res.root / 'link'}: no link metrics; run the fit_link stages before the report")
     c = res.json("cycle.json")
     return Section(
-        "link", "3. The link from R to W",
+        "link", "The link from R to W",
         "A network L maps a classifier representation r to the generator latent w that drew the image. "
         "Held-out R² says how much of w the classifier's representation determines; the cycle "
         "image -> r -> w~ -> image~ says whether the renders keep what the classifier sees.",
@@ -171,7 +171,7 @@ def _units(res: Results) -> Section:
     rows = [(str(int(r.unit)), r.strongest_part, r.metric, _f(r.selectivity, 2), _f(r.consistency, 2),
              str(int(r.cluster))) for r in table.itertuples()]
     return Section(
-        "units", "4. What single units encode",
+        "units", "What single units encode",
         "Each unit of R is set from its low to its high value while the others stay, the link renders "
         "each step, and the segmenter measures what changed per part. A unit's label is the part and "
         "measure that changed most consistently across seeds.",
@@ -199,11 +199,58 @@ def _units(res: Results) -> Section:
                       row_ids=[f"unit-{r[0]}" for r in rows], searchable=True),))
 
 
+def _invariances(res: Results) -> Section:
+    inv, inn = res.json("invariances.json"), res.json("link/inn.json")
+    cos, base = inv["cosine_to_r"]["mean"], inv["cosine_to_r_baseline_same_class"]["mean"]
+    return Section(
+        "invariances", "What the classifier cannot see",
+        "The link gives one w per r, but many images share an r. A conditional invertible network "
+        "(after Rombach et al.) models all w given r; its samples for a fixed r are images the "
+        "classifier cannot tell apart, and whatever varies across them is what R is invariant to.",
+        numbers=(
+            Number("cos(r~, r) of the samples", _f(cos), f"other images of the class: {_f(base)}"),
+            Number("pixel std across samples", _f(inv["pixel_std"]["mean"], 1),
+                   f"across the class: {_f(inv['pixel_std_baseline_same_class']['mean'], 1)}"),
+            Number("INN held-out NLL (nats/dim)", _f(inn["test_nll"]),
+                   f"ridge + Gaussian noise: {_f(inn['test_nll_gaussian_ridge'])}"),
+            Number("R invariant to", ", ".join(inv["invariant_factors"][:3]) or "nothing",
+                   ", ".join(inv["invariant_factors"][3:]) or ""),
+        ),
+        figures=(
+            res.figure("figures/invariance_samples.png",
+                       "Each row: an image, the INN's mean render (v = 0), then samples with the same r, titled "
+                       "with their cosine to r. Look for what changes along a row while the class and pose stay."),
+            res.figure("figures/invariant_factors.png",
+                       "Per part and measure: how freely it varies among images with the same r, relative to "
+                       "across the class. Bars above the dashed line are what R is invariant to."),
+        ))
+
+
+def _faithfulness(res: Results) -> Section:
+    m = res.json("tuning_modes.json")
+    o, c = m["open_loop"], m["closed_loop"]
+    return Section(
+        "faithfulness", "Does the render carry the set unit?",
+        "Setting a unit and rendering through the link changes the image, but does the classifier see "
+        "the change in that unit? Transfer is the share of the set change that comes back when the "
+        "render is re-encoded; off-target is how much the other units move with it. The closed loop "
+        "solves for w through the generator and classifier instead of trusting the link.",
+        numbers=(
+            Number("transfer, open loop (link)", _f(o["transfer"]), f"off-target {_f(o['off_target'], 2)}"),
+            Number("transfer, closed loop", _f(c["transfer"]), f"off-target {_f(c['off_target'], 2)}"),
+            Number("units compared", str(m["n_units"]),
+                   f"closed loop higher transfer on {_pct(m['transfer_higher_closed_loop_fraction'])}"),
+        ),
+        figures=(res.figure("figures/tuning_modes.png",
+                            "Per unit, transfer and off-target of both modes, then render strips of both, row "
+                            "under row: the closed loop's renders change what the unit responds to."),))
+
+
 def _motion(res: Results) -> Section:
     m = res.json("motion.json")
     ca, im = m["centroid_agreement"], m["image"]
     return Section(
-        "motion", "5. What moves",
+        "motion", "What moves",
         "Without labels: dense correspondences between the first and last render of each unit's sweep, "
         "a global affine fitted and removed, and the residual flow as what moved locally. Checked "
         "against the generator's own part maps, whose centroids shift by a known amount.",
@@ -227,8 +274,11 @@ SECTIONS: tuple[SectionSpec, ...] = (
                           "curves/generator.tsv", "curves/classifier.tsv", "curves/segmenter.tsv"), _world),
     SectionSpec("similarity", ("similarity.json", "figures/similarity.png"), _similarity),
     SectionSpec("link", ("link/", "cycle.json", "figures/cycle.png"), _link),
+    SectionSpec("invariances", ("invariances.json", "figures/invariance_samples.png",
+                                "figures/invariant_factors.png"), _invariances),
     SectionSpec("units", ("tuning.json", "analysis.json", "units.csv", "figures/unit_strips.png",
                           "figures/sparsity.png", "figures/tsne.png", "figures/clusters.png"), _units),
+    SectionSpec("faithfulness", ("tuning_modes.json", "figures/tuning_modes.png"), _faithfulness),
     SectionSpec("motion", ("motion.json", "figures/motion_fields.png"), _motion),
 )
 
@@ -257,7 +307,7 @@ def md5_of(path: Path) -> str:
 def _provenance(res: Results, params: dict, revision: str) -> Section:
     rows = [(rel, md5_of(res.path(rel))) for rel in report_inputs()]
     return Section(
-        "provenance", "6. Where this came from",
+        "provenance", "Where this came from",
         "The code revision the page was built at, the md5 of every result it shows (as DVC records "
         "them; `dvc status` tells whether they are still current), and the parameters of the run.",
         numbers=(Number("code revision", revision[:12] or "unknown", "git HEAD when the report was built"),),

@@ -59,6 +59,14 @@ def make_reports(root: Path, n_units: int = 20) -> Path:
                                  "image": {"median_abs_motion": 0.4, "median_abs_motion_p90": 0.8,
                                            "median_abs_rotation": 2.2, "median_abs_translation_x": 0.3,
                                            "median_abs_translation_y": 0.3}})
+    _json(root / "link" / "inn.json", {"kind": "inn", "test_r2": 0.91, "train_r2": 0.93, "test_mse": 0.04,
+                                       "test_nll": -1.24, "test_nll_gaussian_ridge": -1.14})
+    _json(root / "invariances.json", {"cosine_to_r": {"mean": 0.997}, "cosine_to_r_baseline_same_class": {"mean": 0.96},
+                                      "pixel_std": {"mean": 5.2}, "pixel_std_baseline_same_class": {"mean": 26.3},
+                                      "invariant_factors": ["tail area", "eyes luminance"]})
+    _json(root / "tuning_modes.json", {"open_loop": {"transfer": 0.03, "off_target": 1.2},
+                                       "closed_loop": {"transfer": 0.6, "off_target": 2.4}, "n_units": 4,
+                                       "transfer_higher_closed_loop_fraction": 1.0})
     for name in ("generator", "classifier", "segmenter"):
         (root / "curves").mkdir(parents=True, exist_ok=True)
         (root / "curves" / f"{name}.tsv").write_text("epoch\tloss\n1\t1.0\n2\t0.5\n")
