@@ -10,7 +10,8 @@ from linkstyle.core import cli
 from linkstyle.core.errors import UserError
 from linkstyle.core.io import write_json
 from linkstyle.core.runtime import progress_enabled, resolve_device
-from linkstyle.explain.tuning import MODES, TuningConfig, pick_seeds, resolve_units, tune_units
+from linkstyle.core.distribute import ClusterConfig
+from linkstyle.explain.tuning import MODES, TuningConfig, pick_seeds, resolve_units, tune_units_distributed
 from linkstyle.link.bundle import load_linked
 from linkstyle.link.pairs import load_pairs
 from linkstyle.models.registry import ClassifierSpec, GeneratorSpec
@@ -20,15 +21,17 @@ def main(pairs: Path = typer.Option(..., help="pairs HDF5 (stage sample_pairs)")
          link: Path = typer.Option(..., help="link file (stage fit_link)"),
          out: Path = typer.Option(..., help="tuning HDF5 to write"),
          metrics: Path = typer.Option(..., help="metrics JSON to write"),
-         params: Path = typer.Option(Path("params.yaml"), help="params file; reads tune_units and models"),
+         params: Path = typer.Option(Path("params.yaml"), help="params file; reads tune_units, cluster and models"),
          mode: Optional[str] = typer.Option(None, help="open_loop or closed_loop; default: tune_units.mode")):
     cfg = cli.section(params, "tune_units", TuningConfig)
     if mode is not None:  # a second tuning file of the other mode, for compare_tuning
         if mode not in MODES:
             raise UserError(f"--mode: must be one of {', '.join(MODES)}, got {mode!r}")
         cfg = replace(cfg, mode=mode)
-    L = load_linked(cli.section(params, "models.generator", GeneratorSpec),
-                    cli.section(params, "models.classifier", ClassifierSpec), link, pairs, "test",
+    cluster = cli.section(params, "cluster", ClusterConfig)
+    specs = cli.section(params, "models.generator", GeneratorSpec), cli.section(params, "models.classifier", ClassifierSpec)
+    # Loaded here to check every input once, in one line, before any worker starts.
+    L = load_linked(*specs, link, pairs, "test",
                     ("r", "w", "label", "seed"), resolve_device(cfg.device, f"{params}: tune_units.device"))
     test = L.pairs
     units = resolve_units(cfg, L.clf.n_units)
@@ -36,8 +39,9 @@ def main(pairs: Path = typer.Option(..., help="pairs HDF5 (stage sample_pairs)")
     r_base = test["r"][pick]
     source = r_base if cfg.range_source == "seeds" else load_pairs(pairs, "train", ("r",))["r"]
     lo, hi = source[:, units].min(0), source[:, units].max(0)
-    m = tune_units(L.gen, L.clf, L.link, r_base, test["seed"][pick], test["label"][pick], units, lo, hi, cfg, out,
-                   attrs={**L.fingerprints, "link_kind": L.link.kind}, progress=progress_enabled(), w_base=test["w"][pick])
+    m = tune_units_distributed(L.gen, *specs, link, pairs, r_base, test["seed"][pick], test["label"][pick], units, lo,
+                               hi, cfg, out, {**L.fingerprints, "link_kind": L.link.kind}, cluster,
+                               progress=progress_enabled(), w_base=test["w"][pick])
     write_json(metrics, m)
     tr, off = m["unit_transfer_median"], m["off_target_median"]
     faithful = f"transfer {tr:.3f}, off-target {off:.3f} (medians)" if tr is not None else "no unit changed"

@@ -149,6 +149,19 @@ def test_quantify_parts_same_bytes_on_one_worker_and_in_process(repo, tmp_path, 
     assert (tmp_path / "c.parquet").read_bytes() == (d / "data/changes.parquet").read_bytes()
 
 
+def test_tune_units_same_bytes_in_process_as_on_two_workers(repo, tmp_path):
+    """The quick pipeline tuned on 2 Dask workers; the stage's own process writes the same file."""
+    d = repo["dir"]
+    params = yaml.safe_load((d / "params.yaml").read_text())
+    params["cluster"]["n_workers"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run([sys.executable, "stages/tune_units.py", "--pairs", "data/pairs.h5", "--link",
+          f"data/links/{params['fit_link']['use']}.pt", "--out", str(tmp_path / "t.h5"),
+          "--metrics", str(tmp_path / "t.json"), "--params", str(tmp_path / "params.yaml")], d)
+    assert (tmp_path / "t.h5").read_bytes() == (d / "data/tuning.h5").read_bytes()
+    assert (tmp_path / "t.json").read_text() == (d / "reports/tuning.json").read_text()
+
+
 def test_both_tuning_modes_side_by_side(repo):
     d = repo["dir"]
     open_, closed = _metrics(d, "tuning.json"), _metrics(d, "tuning_closed.json")

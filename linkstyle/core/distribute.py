@@ -54,6 +54,10 @@ class BlockTask:
     """Work on blocks. Subclasses are frozen dataclasses of plain fields (they travel to the
     workers), implement `load()` (models etc., once per worker process) and `run(state, block)`."""
 
+    def cache_key(self) -> Any:
+        """What identifies the loaded state in a worker; a task with array fields overrides it."""
+        return self
+
     def load(self) -> Any:
         return None
 
@@ -81,11 +85,12 @@ def _set_threads(n: int) -> None:
 
 
 def _execute(task: BlockTask, block: Any, threads: int) -> Any:
-    if task not in _STATE:
+    key = task.cache_key()
+    if key not in _STATE:
         _STATE.clear()  # a new task (another stage in a long-lived worker): free the old models
-        _STATE[task] = task.load()
+        _STATE[key] = task.load()
     _set_threads(threads)  # after load: resolving a device also sets the thread count
-    return task.run(_STATE[task], block)
+    return task.run(_STATE[key], block)
 
 
 def _client(cfg: ClusterConfig, n_workers: int):

@@ -31,7 +31,8 @@ write the same datasets, so quantification and analysis run unchanged on either.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -40,13 +41,15 @@ from tqdm.auto import tqdm
 
 from linkstyle.core import h5
 from linkstyle.core.config import check, to_dict
+from linkstyle.core.distribute import BlockTask, ClusterConfig, map_blocks
 from linkstyle.core.errors import UserError
 from linkstyle.core.images import to_uint8
-from linkstyle.core.runtime import module_device
+from linkstyle.core.runtime import module_device, resolve_device
 from linkstyle.core.stats import rowwise_corr
 from linkstyle.explain.seeds import pick_seeds as _pick_seeds
 from linkstyle.explain.closed_loop import ClosedLoop, ClosedLoopConfig
 from linkstyle.explain.faithfulness import faithfulness_arrays, faithfulness_summary, off_target_norms
+from linkstyle.models.registry import ClassifierSpec, GeneratorSpec
 
 MODES = ("open_loop", "closed_loop")
 
@@ -111,24 +114,63 @@ def step_values(lo: np.ndarray, hi: np.ndarray, n_steps: int) -> np.ndarray:
     return (lo[:, None] + (hi - lo)[:, None] * t[None]).astype(np.float32)
 
 
-def tune_units(gen, clf, link, r_base: np.ndarray, seeds: np.ndarray, classes: np.ndarray, units: np.ndarray,
-               lo: np.ndarray, hi: np.ndarray, cfg: TuningConfig, path: str | os.PathLike, attrs: dict,
-               progress: bool = True, w_base: Optional[np.ndarray] = None) -> dict:
-    """Render every (unit, seed, step), stream to `path`; return summary metrics.
+class _Tuner:
+    """Finds w, renders and re-encodes blocks of units; the models live here, once per process."""
 
-    `link` maps r to w in mode open_loop; mode closed_loop ignores it and starts from
-    `w_base` [S, w_dim], the seeds' own w (whose renders re-encode to r_base).
-    """
+    def __init__(self, gen, clf, link, r_base: np.ndarray, values: np.ndarray, cfg: TuningConfig,
+                 w_base: Optional[np.ndarray], progress: bool):
+        self.gen, self.clf, self.link, self.cfg, self.values = gen, clf, link, cfg, values
+        self.S, self.T, self.R = r_base.shape[0], cfg.n_steps, r_base.shape[1]
+        self.closed = cfg.mode == "closed_loop"
+        if self.closed and (w_base is None or np.shape(w_base) != (self.S, gen.w_dim)):
+            raise ValueError(f"closed_loop tuning needs w_base [{self.S}, {gen.w_dim}], the seeds' w")
+        self.link_dev = gen.device if self.closed else module_device(link)
+        self.base = torch.as_tensor(r_base, dtype=torch.float32, device=self.link_dev)
+        self.solver = ClosedLoop(gen, clf, w_base, cfg.closed_loop, cfg.batch_size, progress) if self.closed else None
+
+    def block(self, a: int, u: np.ndarray) -> dict:
+        """Everything tune_units stores for the units u (positions a, a + 1, ... of the sweep)."""
+        gen, S, T, R, n = self.gen, self.S, self.T, self.R, len(u)
+        with torch.inference_mode():
+            r = self.base[None, :, None, :].repeat(n, 1, T, 1)  # [n, S, T, R]
+            v = torch.as_tensor(self.values[a : a + n], device=self.link_dev)
+            idx = torch.as_tensor(u, device=self.link_dev)
+            r.scatter_(3, idx[:, None, None, None].expand(n, S, T, 1), v[:, None, :, None].expand(n, S, T, 1))
+            flat = r.reshape(-1, R)
+            if not self.closed:
+                w = self.link(flat).to(gen.device)
+        if self.closed:
+            seed_of = np.tile(np.repeat(np.arange(S), T), n)
+            w = self.solver.solve(seed_of, np.repeat(u, S * T), flat.clone())
+        with torch.inference_mode():
+            img, parts = gen.render(w, self.cfg.batch_size)
+            r_t, _ = self.clf.represent(img, batch_size=self.cfg.batch_size)
+        res = gen.resolution
+        unit_t = r_t.gather(1, torch.as_tensor(u).repeat_interleave(S * T)[:, None])[:, 0]
+        r_tilde = r_t.numpy().reshape(n, S, T, R)
+        out = {
+            "renders": to_uint8(img).cpu().numpy().reshape(n, S, T, res, res, 3),
+            "w": w.cpu().numpy().reshape(n, S, T, -1),
+            "r_tilde_unit": unit_t.numpy().reshape(n, S, T),
+            "r_tilde_corr": rowwise_corr(flat.cpu().numpy(), r_t.numpy()).astype(np.float32).reshape(n, S, T),
+            "r_tilde": r_tilde.astype(np.float16),
+            "r_tilde_off": off_target_norms(r_tilde, u),  # unit ids index r directly
+        }
+        if parts is not None:
+            out["parts_gt"] = parts.cpu().numpy().reshape(n, S, T, res, res)
+        return out
+
+
+def unit_blocks(n_units: int, cfg: TuningConfig) -> list[tuple[int, int]]:
+    """[a, b) ranges of units per forward pass: batch_size images of S seeds x T steps."""
+    per = max(1, cfg.batch_size // (cfg.n_seeds * cfg.n_steps))
+    return [(a, min(n_units, a + per)) for a in range(0, n_units, per)]
+
+
+def _write_tuning(path, gen, units, seeds, classes, lo, hi, values, r_base, cfg: TuningConfig, attrs: dict,
+                  results) -> dict:
+    """Create the tuning file and stream the blocks of `results` into it, in order."""
     S, T, R = len(seeds), cfg.n_steps, r_base.shape[1]
-    values = step_values(lo, hi, T)
-    dev = gen.device
-    closed = cfg.mode == "closed_loop"
-    if closed and (w_base is None or np.shape(w_base) != (S, gen.w_dim)):
-        raise ValueError(f"closed_loop tuning needs w_base [{S}, {gen.w_dim}], the seeds' w")
-    link_dev = dev if closed else module_device(link)
-    base = torch.as_tensor(r_base, dtype=torch.float32, device=link_dev)
-    units_per_block = max(1, cfg.batch_size // (S * T))
-    solver = ClosedLoop(gen, clf, w_base, cfg.closed_loop, cfg.batch_size, progress) if closed else None
     unit_t_all, off_all = [], []
     with h5.create(path) as f:
         h5.set_attrs(f, params=to_dict(cfg), class_names=list(gen.class_names),
@@ -152,43 +194,15 @@ def tune_units(gen, clf, link, r_base: np.ndarray, seeds: np.ndarray, classes: n
         if gen.part_names is not None:
             ds["parts_gt"] = f.create_dataset("parts_gt", (len(units), S, T, res, res), np.uint8, chunks=(1, S, T, res, res),
                                               compression="gzip", shuffle=True, track_times=False)
-        bar = tqdm(total=len(units) * S * T, desc=f"tune_units/{cfg.mode}", unit="img", disable=not progress)
-        for a in range(0, len(units), units_per_block):
-            u = units[a : a + units_per_block]
-            n = len(u)
-            with torch.inference_mode():
-                r = base[None, :, None, :].repeat(n, 1, T, 1)  # [n, S, T, R]
-                v = torch.as_tensor(values[a : a + n], device=link_dev)
-                idx = torch.as_tensor(u, device=link_dev)
-                r.scatter_(3, idx[:, None, None, None].expand(n, S, T, 1), v[:, None, :, None].expand(n, S, T, 1))
-                flat = r.reshape(-1, R)
-                if not closed:
-                    w = link(flat).to(dev)
-            if closed:
-                seed_of = np.tile(np.repeat(np.arange(S), T), n)
-                w = solver.solve(seed_of, np.repeat(u, S * T), flat.clone())
-            with torch.inference_mode():
-                img, parts = gen.render(w, cfg.batch_size)
-                r_t, _ = clf.represent(img, batch_size=cfg.batch_size)
-            flat_c = flat.cpu()
-            unit_t = r_t.gather(1, torch.as_tensor(u).repeat_interleave(S * T)[:, None])[:, 0]
-            corr = rowwise_corr(flat_c.numpy(), r_t.numpy()).astype(np.float32)
-            renders = to_uint8(img).cpu().numpy().reshape(n, S, T, res, res, 3)
-            r_tilde = r_t.numpy().reshape(n, S, T, R)
-            off = off_target_norms(r_tilde, u)  # unit ids index r directly
-            h5.ensure_block(f, renders, w, r_tilde, parts if parts is not None else np.zeros(0))
-            ds["renders"][a : a + n] = renders
-            ds["w"][a : a + n] = w.cpu().numpy().reshape(n, S, T, -1)
-            ds["r_tilde_unit"][a : a + n] = unit_t.numpy().reshape(n, S, T)
-            ds["r_tilde_corr"][a : a + n] = corr.reshape(n, S, T)
-            ds["r_tilde"][a : a + n] = r_tilde.astype(np.float16)
-            ds["r_tilde_off"][a : a + n] = off
-            if "parts_gt" in ds:
-                ds["parts_gt"][a : a + n] = parts.cpu().numpy().reshape(n, S, T, res, res)
-            unit_t_all.append(unit_t.numpy().reshape(n, S, T))
-            off_all.append(off)
-            bar.update(n * S * T)
-        bar.close()
+        a = 0
+        for out in results:
+            n = len(out["w"])
+            h5.ensure_block(f, *out.values())
+            for name, d in ds.items():
+                d[a : a + n] = out[name]
+            unit_t_all.append(out["r_tilde_unit"])
+            off_all.append(out["r_tilde_off"])
+            a += n
     arrays = faithfulness_arrays(np.concatenate(unit_t_all), np.concatenate(off_all), values)
     return {
         "mode": cfg.mode,
@@ -196,3 +210,74 @@ def tune_units(gen, clf, link, r_base: np.ndarray, seeds: np.ndarray, classes: n
         "dead_units": int((hi - lo <= 1e-6).sum()),
         **faithfulness_summary(arrays),
     }
+
+
+def tune_units(gen, clf, link, r_base: np.ndarray, seeds: np.ndarray, classes: np.ndarray, units: np.ndarray,
+               lo: np.ndarray, hi: np.ndarray, cfg: TuningConfig, path: str | os.PathLike, attrs: dict,
+               progress: bool = True, w_base: Optional[np.ndarray] = None) -> dict:
+    """Render every (unit, seed, step), stream to `path`; return summary metrics. In this
+    process, with the models given.
+
+    `link` maps r to w in mode open_loop; mode closed_loop ignores it and starts from
+    `w_base` [S, w_dim], the seeds' own w (whose renders re-encode to r_base).
+    """
+    values = step_values(lo, hi, cfg.n_steps)
+    tuner = _Tuner(gen, clf, link, r_base, values, cfg, w_base, progress)
+    S, T = len(seeds), cfg.n_steps
+
+    def results():
+        with tqdm(total=len(units) * S * T, desc=f"tune_units/{cfg.mode}", unit="img", disable=not progress) as bar:
+            for a, b in unit_blocks(len(units), replace(cfg, n_seeds=S)):
+                yield tuner.block(a, units[a:b])
+                bar.update((b - a) * S * T)
+
+    return _write_tuning(path, gen, units, seeds, classes, lo, hi, values, r_base, cfg, attrs, results())
+
+
+@dataclass(frozen=True, eq=False)
+class TuneBlocks(BlockTask):
+    """tune_units' work on a Dask worker: models, link and the seeds' r load once per worker."""
+
+    generator: GeneratorSpec
+    classifier: ClassifierSpec
+    link_path: str
+    pairs_path: str
+    cfg: TuningConfig
+    units: np.ndarray
+    r_base: np.ndarray
+    values: np.ndarray
+    w_base: Optional[np.ndarray]
+
+    def cache_key(self):
+        arrays = [self.units, self.r_base, self.values] + ([self.w_base] if self.w_base is not None else [])
+        digest = hashlib.md5(b"".join(np.ascontiguousarray(x).tobytes() for x in arrays)).hexdigest()
+        return (self.generator, self.classifier, self.link_path, self.pairs_path, self.cfg, digest)
+
+    def load(self):
+        from linkstyle.link.bundle import load_linked
+
+        dev = resolve_device(self.cfg.device, "tune_units.device")
+        L = load_linked(self.generator, self.classifier, self.link_path, self.pairs_path, "test", ("label",), dev)
+        return _Tuner(L.gen, L.clf, L.link, self.r_base, self.values, self.cfg, self.w_base, progress=False)
+
+    def run(self, state, block):
+        a, b = block
+        return state.block(a, self.units[a:b])
+
+
+def tune_units_distributed(gen, generator: GeneratorSpec, classifier: ClassifierSpec, link_path, pairs_path,
+                           r_base: np.ndarray, seeds: np.ndarray, classes: np.ndarray, units: np.ndarray,
+                           lo: np.ndarray, hi: np.ndarray, cfg: TuningConfig, path: str | os.PathLike, attrs: dict,
+                           cluster: ClusterConfig, progress: bool = True,
+                           w_base: Optional[np.ndarray] = None) -> dict:
+    """`tune_units` with blocks of units on Dask workers (`linkstyle.core.distribute`), each
+    worker loading the models itself; `gen` (loaded here) only shapes the output file. The
+    same file, byte for byte, for any number of workers."""
+    values = step_values(lo, hi, cfg.n_steps)
+    S, T = len(seeds), cfg.n_steps
+    blocks = unit_blocks(len(units), replace(cfg, n_seeds=S))
+    task = TuneBlocks(generator, classifier, str(link_path), str(pairs_path), cfg, np.asarray(units),
+                      np.asarray(r_base, np.float32), values, None if w_base is None else np.asarray(w_base))
+    results = map_blocks(task, blocks, cluster, sizes=[(b - a) * S * T for a, b in blocks],
+                         desc=f"tune_units/{cfg.mode}", unit="img", progress=progress)
+    return _write_tuning(path, gen, units, seeds, classes, lo, hi, values, r_base, cfg, attrs, results)
