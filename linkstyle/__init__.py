@@ -8,7 +8,7 @@ The package, by concept (each subpackage's docstring says more):
   the default architectures and their training, quality checks
 - `link`: paired data, W-R similarity, link kinds, the cycle
 - `measure`: the few-shot part segmenter, part metrics, quantification of renders
-- `explain`: unit tuning
+- `explain`: unit tuning; feature visualisation baselines scored beside the link (`explain.attribution`)
 - `analyze`: unit selectivity, sparsity, clustering
 - `report`: every figure (reads results, computes nothing new)
 
@@ -39,6 +39,9 @@ _API = {
     "MotionConfig": "measure.motion", "estimate_motion": "measure.motion", "motion_table": "measure.motion",
     "quantify_motion": "measure.quantify_motion",
     "TuningConfig": "explain.tuning", "tune_units": "explain.tuning",
+    "attribution_ready": "models.attribution_ready", "make_method": "explain.attribution",
+    "METHODS": "explain.attribution", "AttributeUnitsConfig": "explain.attribution.study",
+    "attribute_units": "explain.attribution.study",
     "AnalysisConfig": "analyze.units", "analyze": "analyze.units", "hoyer": "analyze.sparsity",
 }
 __all__ = sorted(_API)

@@ -10,6 +10,7 @@ from linkstyle.core import cli, h5
 from linkstyle.core.errors import UserError
 from linkstyle.core.io import atomic_path, write_json
 from linkstyle.core.runtime import progress_enabled, resolve_device
+from linkstyle.explain.attribution.sanity import FitLinkParams
 from linkstyle.explain.attribution.study import AttributeUnitsConfig, attribute_units
 from linkstyle.link.bundle import load_linked
 from linkstyle.link.fit import LINK_KINDS
@@ -28,24 +29,29 @@ def main(units: Path = typer.Option(..., help="unit table CSV (stage analyze_uni
          sanity: Path = typer.Option(..., help="randomisation curves CSV to write, one column per method (a dvc plot)"),
          metrics: Path = typer.Option(..., help="metrics JSON to write"),
          figures: Path = typer.Option(..., help="folder for attribution_grid/scores/sanity PNGs"),
-         params: Path = typer.Option(Path("params.yaml"), help="params file; reads attribute_units, models, fit_link")):
+         params: Path = typer.Option(Path("params.yaml"), help="params file; reads attribute_units, models and fit_link (the link's refit options)")):
     cfg = cli.section(params, "attribute_units", AttributeUnitsConfig)
     L = load_linked(cli.section(params, "models.generator", GeneratorSpec),
                     cli.section(params, "models.classifier", ClassifierSpec), link, pairs, "test",
                     ("w", "seed", "label"), resolve_device(cfg.device, f"{params}: attribute_units.device"))
     kind = L.link.kind
-    link_fit = (kind, cli.section(params, f"fit_link.{kind}", LINK_KINDS[kind].config)) if kind in LINK_KINDS else None
+    fit_params = cli.section(params, "fit_link", FitLinkParams)
+    link_fit = (kind, getattr(fit_params, kind)) if kind in LINK_KINDS else None
     train_w = load_pairs(pairs, "train", ("w",))["w"] if cfg.sanity_link_pairs else None
     if not units.is_file():
         raise UserError(f"{units}: not found; run stage 'analyze_units' first (dvc repro analyze_units)")
-    unit_table = pd.read_csv(units)
+    try:
+        unit_table = pd.read_csv(units)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise UserError(f"{units}: not a readable CSV ({type(e).__name__}); rerun dvc repro analyze_units") from None
     with h5.open_checked(tuning, {"": ("renders", "parts_gt", "units", "seeds", "classes")}, producer="tune_units") as f:
         for key in ("generator_fingerprint", "classifier_fingerprint", "link_fingerprint"):
             if h5.get_attr(f, key) != L.fingerprints[key]:
                 raise UserError(f"{tuning}: made with another {key.split('_')[0]} than the one given here; "
                                 "rerun dvc repro tune_units")
         res = attribute_units(L.gen, L.clf, L.pairs, train_w, unit_table, f, cfg, link_fit, out,
-                              attrs={**L.fingerprints, "link_kind": kind}, progress=progress_enabled())
+                              attrs={**L.fingerprints, "link_kind": kind}, progress=progress_enabled(),
+                              table_name=str(units))
     # The curves one column per method, as `dvc plots` draws them (x: step, y: the methods).
     curves = res["sanity"].pivot(index=["step", "randomised"], columns="method", values="similarity")
     curves = curves[list(pd.unique(res["sanity"]["method"]))].reset_index()

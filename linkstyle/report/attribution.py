@@ -39,11 +39,24 @@ def _show_heat(ax, h: np.ndarray, signed: bool, mask: Optional[np.ndarray]) -> N
         ax.contour(mask.astype(float), levels=[0.5], colors=CONTOUR, linewidths=0.6)
 
 
-def plot_grid(f, path: str | os.PathLike, seed_index: int = 0, dpi: int = 120) -> None:
-    """Rows: units (most selective per part, then controls) on one test image; columns: the
-    image, each method's heat map (activation maximisation also its optimised image), and
-    the link's first and last render with their change. The cyan line is the part the unit
-    is labelled with (on the image; on the renders for the latent method and the link)."""
+def _row_seed(f, u: int) -> int:
+    """The seed shown for unit row u: the first seed on which the unit is active (an inactive
+    unit leaves the image-explaining methods an empty map), preferring the seeds activation
+    maximisation ran on; seed 0 if the unit is active on none."""
+    active = f["active"][u].astype(bool)
+    n_am = min((f[k].shape[1] for k in f if k.startswith("am_") and k.endswith("_result")), default=0)
+    for pool in (active[:n_am], active):
+        if pool.any():
+            return int(np.flatnonzero(pool)[0])
+    return 0
+
+
+def plot_grid(f, path: str | os.PathLike, dpi: int = 120) -> None:
+    """Rows: units (most selective per part, then controls), each on its first test image
+    where it is active; columns: the image, each method's heat map (activation maximisation
+    also its optimised image), and the link's first and last render with their change. The
+    cyan line is the part the unit is labelled with (on the image; on the renders for the
+    latent method and the link)."""
     from matplotlib.figure import Figure
 
     methods, families = get_attr(f, "methods"), get_attr(f, "families")
@@ -58,13 +71,14 @@ def plot_grid(f, path: str | os.PathLike, seed_index: int = 0, dpi: int = 120) -
         else:
             cols.append(("heat", m, m))
     rows = _rows(f)
-    s = seed_index
     fig = Figure(figsize=(1.05 * len(cols) + 0.9, 1.1 * len(rows) + 0.6), layout="constrained")
     axes = fig.subplots(len(rows), len(cols), squeeze=False)
     units, unit_part, group = f["units"][:], f["unit_part"][:], f["unit_group"][:]
-    image, parts = f["images"][s], f["parts"][s]
+    seeds = f["seeds"][:]
     for r, u in enumerate(rows):
         pid = int(unit_part[u])
+        s = _row_seed(f, u)
+        image, parts = f["images"][s], f["parts"][s]
         for c, (key, title, m) in enumerate(cols):
             ax = axes[r, c]
             ax.set_xticks([])
@@ -74,7 +88,8 @@ def plot_grid(f, path: str | os.PathLike, seed_index: int = 0, dpi: int = 120) -
             if key == "image":
                 ax.imshow(image, interpolation="nearest")
                 ax.contour((parts == pid).astype(float), levels=[0.5], colors=CONTOUR, linewidths=0.6)
-                ax.set_ylabel(f"unit {units[u]}\n{parts_names[pid]}" + (" (control)" if group[u] else ""), fontsize=7)
+                ax.set_ylabel(f"unit {units[u]}\n{parts_names[pid]}" + (" (control)" if group[u] else "")
+                              + f"\nseed {int(seeds[s])}", fontsize=6)
                 continue
             if m == "link":
                 mask = (f["link_parts_first"][u, s] == pid) | (f["link_parts_last"][u, s] == pid)
@@ -87,8 +102,8 @@ def plot_grid(f, path: str | os.PathLike, seed_index: int = 0, dpi: int = 120) -
                 _show_heat(ax, f["heat"][methods.index(m), u, s], m in signed, mask)
             elif key in f and (key.startswith("link") or s < f[key].shape[1]):
                 ax.imshow(f[key][u, s], interpolation="nearest")
-    fig.suptitle(f"Feature visualisations of single units of R beside the link (test seed {int(f['seeds'][s])}; "
-                 "blue/red: signed, dark-bright: magnitude; cyan: the unit's labelled part)", fontsize=8)
+    fig.suptitle("Feature visualisations of single units of R beside the link (each unit on a test image where it "
+                 "is active; blue/red: signed, dark-bright: magnitude; cyan: the unit's labelled part)", fontsize=8)
     save_figure(fig, path, dpi)
 
 

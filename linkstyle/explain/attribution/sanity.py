@@ -18,6 +18,7 @@ so the comparison differs in the classifier only.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -25,8 +26,18 @@ import torch
 from tqdm.auto import tqdm
 
 from linkstyle.explain.attribution.base import heat as heat_of
+from linkstyle.link.fit import LINK_KINDS
 from linkstyle.explain.attribution.scores import rank_similarity
 from linkstyle.models.attribution_ready import attribution_ready, cascade_layers, randomised
+
+
+# params.yaml `fit_link` as a whole: the refit needs the options of whichever kind the link file
+# names, and a stage can depend only on sections it reads by a fixed name (tests/test_dvc_deps.py).
+FitLinkParams = dataclasses.make_dataclass(
+    "FitLinkParams",
+    [("kinds", tuple[str, ...], dataclasses.field(default=tuple(LINK_KINDS))), ("use", str, dataclasses.field(default="ridge"))]
+    + [(kind, spec.config, dataclasses.field(default_factory=spec.config)) for kind, spec in LINK_KINDS.items()],
+    frozen=True)
 
 
 class LinkRefit:

@@ -102,6 +102,7 @@ class AttributeUnitsConfig:
 
 # ---------------------------------------------------------------------------- inputs
 
+
 def select_units(table: pd.DataFrame, part_names: list[str], available: np.ndarray,
                  cfg: AttributeUnitsConfig, source: str = "units.csv") -> pd.DataFrame:
     """Rows unit, part, part_index, group, selectivity, rank: the selective units, part by
@@ -143,12 +144,13 @@ def _test_latents(test: dict[str, np.ndarray], seeds: np.ndarray, classes: np.nd
 
 def attribute_units(gen, clf, test: dict[str, np.ndarray], train_w: np.ndarray, table: pd.DataFrame, tuning,
                     cfg: AttributeUnitsConfig, link_fit: Optional[tuple[str, Any]], path: str | os.PathLike,
-                    attrs: dict, progress: bool = True) -> dict[str, Any]:
+                    attrs: dict, progress: bool = True, table_name: str = "units.csv") -> dict[str, Any]:
     """Everything of the stage; writes the maps to `path` and returns the tables and metrics.
 
     test: the pairs file's test split (w, seed, label); train_w: its training latents (the
     link's refit in the randomisation test); tuning: the open tuning HDF5 file; link_fit:
-    (kind, options) of the pipeline's link, or None to leave the link out of the test.
+    (kind, options) of the pipeline's link, or None to leave the link out of the test;
+    table_name: how errors name the unit table.
     """
     if gen.part_names is None or "parts_gt" not in tuning:
         raise UserError("attribute_units: the generator has no part maps (no parts_gt in the tuning file); the "
@@ -162,7 +164,7 @@ def attribute_units(gen, clf, test: dict[str, np.ndarray], train_w: np.ndarray, 
     seeds, classes = all_seeds[:S], np.asarray(tuning["classes"][:S])
     A = min(cfg.am_seeds, S)
     tuned = np.asarray(tuning["units"][:])
-    sel = select_units(table, part_names, tuned, cfg)
+    sel = select_units(table, part_names, tuned, cfg, source=table_name)
     units = sel["unit"].to_numpy()
     U, T = len(units), tuning["renders"].shape[2]
     dev = gen.device
@@ -172,6 +174,11 @@ def attribute_units(gen, clf, test: dict[str, np.ndarray], train_w: np.ndarray, 
     x = ((img + 1.0) * 0.5).clamp(0.0, 1.0)  # as the classifier's to_unit
     parts = parts.cpu().numpy()
     net = attribution_ready(clf, "units", image_resolution=gen.resolution)
+    if "occlusion" in cfg.methods:  # fail before any map is computed, naming the param
+        try:
+            Occlusion(net, cfg.occlusion)._check_cover()
+        except UserError as e:
+            raise UserError(f"attribute_units.{e}") from None
     with torch.no_grad():
         active = (net(x)[:, torch.as_tensor(units, device=x.device)] > 0).T.cpu().numpy()  # [U, S]
     H = gen.resolution
