@@ -9,7 +9,7 @@ The package, by concept (each subpackage's docstring says more):
 - `link`: paired data, W-R similarity, link kinds, the cycle, the INN link (a density of w given r)
 - `measure`: the few-shot part segmenter, part metrics, quantification of renders
 - `explain`: unit tuning (open and closed loop) and its faithfulness; what R is invariant to
-  (samples through the INN)
+  (samples through the INN); feature visualisation baselines scored beside the link
 - `analyze`: unit selectivity, sparsity, clustering
 - `report`: every figure (reads results, computes nothing new)
 
@@ -46,6 +46,9 @@ _API = {
     "faithfulness_table": "explain.faithfulness", "compare_modes": "explain.faithfulness",
     "InvarianceConfig": "explain.invariances", "run_invariances": "explain.invariances",
     "summarize_invariances": "explain.invariances",
+    "attribution_ready": "models.attribution_ready", "make_method": "explain.attribution",
+    "METHODS": "explain.attribution", "AttributeUnitsConfig": "explain.attribution.study",
+    "attribute_units": "explain.attribution.study",
     "AnalysisConfig": "analyze.units", "analyze": "analyze.units", "hoyer": "analyze.sparsity",
     "build_page": "report.page", "write_report": "report.page",
 }

@@ -67,6 +67,10 @@ ARGS = {
                        "--out data/o_motion.parquet --metrics reports/o.json --figure reports/o.png",
     "analyze_units": "--changes data/changes.parquet --tuning data/tuning.h5 --table reports/o.csv "
                      "--metrics reports/o.json --figures reports/o_figures",
+    "attribute_units": "--units reports/units.csv --tuning data/tuning.h5 --pairs data/pairs.h5 "
+                       "--link data/links/ridge.pt --out data/o_attribution.h5 --scores reports/o_s.csv "
+                       "--table reports/o_t.csv --sanity reports/o_sanity.csv --metrics reports/o.json "
+                       "--figures reports/o_figures",
 }
 
 
@@ -91,6 +95,8 @@ def project(tmp_path_factory, tiny_gen, tiny_clf) -> Path:
     params["tune_units"] = {**QUICK["tune_units"], "unit_range": [0, 2], "n_seeds": 2, "n_steps": 2}
     params["train_segmenter"] = {**QUICK["train_segmenter"], "n_eval": 5,
                                  "model": {**QUICK["train_segmenter"]["model"], "epochs": 1, "n_shots": 2}}
+    params["attribute_units"] = {**QUICK["attribute_units"], "n_seeds": 2, "am_seeds": 1, "sanity_units": 1,
+                                 "sanity_link_pairs": 40}
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     write_world(d / "data/world.h5", WorldConfig(n_train_per_class=12, n_test_per_class=4), progress=False)
@@ -113,7 +119,7 @@ def project(tmp_path_factory, tiny_gen, tiny_clf) -> Path:
     r, units = test["r"][:2], np.arange(2)
     tune_units(tiny_gen, tiny_clf, link, r, test["seed"][:2], test["label"][:2], units, r[:, units].min(0),
                r[:, units].max(0) + 1.0, TuningConfig(n_seeds=2, n_steps=2, device="cpu"), d / "data/tuning.h5",
-               attrs=fps, progress=False)
+               attrs={**fps, "link_fingerprint": fingerprint(d / "data/links/ridge.pt")}, progress=False)
     _, changes = quantify_tuning(d / "data/tuning.h5", tiny_gen, seg, QuantifyConfig(min_part_area=0.0),
                                  progress=False)
     changes.to_parquet(d / "data/changes.parquet", index=False)
@@ -309,6 +315,16 @@ CASES = [
     ("motion-units-missing", "quantify_motion", delete("reports/units.csv"), "reports/units.csv: not found"),
     ("motion-pump-without-code", "quantify_motion", set_param("quantify_motion.motion.backend", "pump"),
      "motion.pump_code: not set, and backend 'pump' needs a naver/pump checkout"),
+    ("attribution-method-unknown", "attribute_units", set_param("attribute_units.methods", ["lrp", "gradcam"]),
+     "attribute_units.methods: unknown attribution method 'gradcam'"),
+    ("attribution-too-many-seeds", "attribute_units", set_param("attribute_units.n_seeds", 9),
+     "attribute_units.n_seeds: 9 seeds asked but the tuning file holds 2"),
+    ("attribution-occlusion-border", "attribute_units", set_param("attribute_units.occlusion.patch", 5),
+     "attribute_units.occlusion: patch 5 and stride 4 leave the image border"),
+    ("attribution-units-missing", "attribute_units", delete("reports/units.csv"), "reports/units.csv: not found"),
+    ("attribution-units-foreign", "attribute_units", lambda d: (d / "reports/units.csv").write_text("a,b\n1,2\n"),
+     "reports/units.csv: no column 'unit'"),
+    ("attribution-tuning-other-link", "attribute_units", stale_link, "data/links/ridge.pt: link was fitted with"),
     # user masks
     ("masks-wrong-size", "train_segmenter", masks(size=20), "m0.png: mask is 20x20 but the generator resolution is 32x32"),
     ("masks-unknown-label", "train_segmenter", masks(value=9), "m0.png: mask holds label ids [9]"),

@@ -191,6 +191,19 @@ def test_changes_table_is_tidy(repo):
     assert {"segmenter", "ground_truth"} == set(changes["source"])
 
 
+def test_attribute_units_scores_every_method_and_the_link(repo):
+    d = repo["dir"]
+    metrics = _metrics(d, "attribution.json")
+    methods = yaml.safe_load(QUICK.read_text())["attribute_units"]["methods"]
+    assert set(metrics["methods"]) == set(methods) | {"link"}
+    summary = pd.read_csv(d / "reports/attribution/summary.csv")
+    assert summary["part_mass"].dropna().between(0, 1).all() and summary["chance"].dropna().between(0, 1).all()
+    sanity = pd.read_csv(d / "reports/attribution/sanity.csv")
+    assert sanity["randomised"].iloc[0] == "none" and (sanity[methods + ["link"]].iloc[0].dropna() == 1.0).all()
+    for name in ("attribution_grid", "attribution_scores", "attribution_sanity"):
+        assert (d / "reports/figures" / f"{name}.png").exists(), name
+
+
 def test_second_repro_reruns_nothing(repo):
     assert _ran(repo["second"]) == set()
 
