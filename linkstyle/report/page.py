@@ -246,6 +246,40 @@ def _faithfulness(res: Results) -> Section:
                             "under row: the closed loop's renders change what the unit responds to."),))
 
 
+def _attribution(res: Results) -> Section:
+    a = res.json("attribution.json")
+    rows = []
+    for name, m in a["methods"].items():
+        sel = m["selective"]
+        rows.append((name, f"{_f(sel['part_mass'])} / {_f(sel['chance'])}" if "part_mass" in sel else _f(sel["chance"]),
+                     f"{sel['lift']:+.3f} [{sel['lift_lo']:+.3f}, {sel['lift_hi']:+.3f}]",
+                     f"{_f(sel['pointing'], 2)}" if "pointing" in sel else "",
+                     _f(m["sanity"]["similarity_all_random"], 2), "yes" if m["sanity"]["flagged"] else "no"))
+    return Section(
+        "attribution", "The link beside the usual feature visualisations",
+        "FeatureVis's three families (occlusion; deconvnet, guided backprop, LRP; activation maximisation "
+        "in pixels and in the generator's latent) and the link, each asked where a unit looks, scored "
+        "against the generator's own part maps: the share of attribution inside the part the unit is "
+        "labelled with, against that part's share of the image. A method whose maps survive randomising "
+        "the classifier's weights is flagged: it explains the image, not the model.",
+        numbers=(
+            Number("best part mass", a["best_part_mass"], f"over {a['n_units']['selective']} selective units"),
+            Number("best pointing game", a["best_pointing"]),
+            Number("flagged by randomisation", ", ".join(a["flagged"]) or "none"),
+        ),
+        tables=(Table(("method", "part mass / chance", "lift [95% CI]", "pointing", "similarity, all layers random",
+                       "flagged"), rows, caption="Selective units; lift = part mass minus chance."),),
+        figures=(
+            res.figure("figures/attribution_grid.png",
+                       "Rows: the most selective unit per part on an image where it is active; columns: the methods, "
+                       "then the link's first and last render. The cyan outline is the labelled part."),
+            res.figure("figures/attribution_scores.png", "Part mass and pointing game per method, against chance."),
+            res.figure("figures/attribution_sanity.png",
+                       "Similarity of each method's maps to the trained model's as layers are randomised from the "
+                       "top: a faithful method falls."),
+        ))
+
+
 def _motion(res: Results) -> Section:
     m = res.json("motion.json")
     ca, im = m["centroid_agreement"], m["image"]
@@ -279,6 +313,8 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("units", ("tuning.json", "analysis.json", "units.csv", "figures/unit_strips.png",
                           "figures/sparsity.png", "figures/tsne.png", "figures/clusters.png"), _units),
     SectionSpec("faithfulness", ("tuning_modes.json", "figures/tuning_modes.png"), _faithfulness),
+    SectionSpec("attribution", ("attribution.json", "figures/attribution_grid.png", "figures/attribution_scores.png",
+                                "figures/attribution_sanity.png"), _attribution),
     SectionSpec("motion", ("motion.json", "figures/motion_fields.png"), _motion),
 )
 

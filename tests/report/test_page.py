@@ -67,6 +67,10 @@ def make_reports(root: Path, n_units: int = 20) -> Path:
     _json(root / "tuning_modes.json", {"open_loop": {"transfer": 0.03, "off_target": 1.2},
                                        "closed_loop": {"transfer": 0.6, "off_target": 2.4}, "n_units": 4,
                                        "transfer_higher_closed_loop_fraction": 1.0})
+    method = {"selective": {"part_mass": 0.2, "chance": 0.15, "lift": 0.05, "lift_lo": 0.01, "lift_hi": 0.09,
+                            "pointing": 0.3}, "sanity": {"flagged": False, "similarity_all_random": 0.2}}
+    _json(root / "attribution.json", {"best_part_mass": "lrp", "best_pointing": "link", "flagged": [],
+                                      "n_units": {"selective": 2}, "methods": {"lrp": method, "link": method}})
     for name in ("generator", "classifier", "segmenter"):
         (root / "curves").mkdir(parents=True, exist_ok=True)
         (root / "curves" / f"{name}.tsv").write_text("epoch\tloss\n1\t1.0\n2\t0.5\n")
