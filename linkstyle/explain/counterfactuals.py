@@ -45,6 +45,7 @@ Output HDF5 (streamed batch of trajectories by batch):
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -63,6 +64,7 @@ TRAJECTORY_FIELDS = ("origin", "target", "k", "pair_index", "sample_seed", "init
                      "path_start", "r", "shift", "delta_r", "top_units", "top_delta", "p_final", "w_origin", "w_final")
 PATH_FIELDS = ("trajectory", "step", "probs", "w", "cos")
 FRAME_FIELDS = ("steps", "images", "w")
+SEARCH_BLOCK = 4096  # trajectories searched before their rows are written
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class CounterfactualConfig:
     seed_base: int = 0
     n_frames: int = 8  # renders kept per trajectory, evenly spaced over its steps (first and last included)
     n_top_units: int = 10  # units that moved most, per trajectory
-    batch_size: int = 256  # trajectories optimised together (also images per forward pass)
+    batch_size: int = 64  # trajectories stepping together = images per render (64: fastest per image on CPU)
     device: str = "auto"
     # Quantification of first vs last render (docs/method.md sections 5 and 7).
     entropy_radius: int = 5
@@ -190,68 +192,112 @@ def _loss(clf, link, r0, s, w0, origin, target, weights):
 
 
 def _classify(gen, clf, w: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Class probabilities [N, C] (CPU) of the renders of w, as stage tune_units renders and classifies."""
-    img, _ = gen.render(w, batch_size)
+    """Class probabilities [N, C] (CPU) of the renders of w, classified the way tune_units does.
+
+    Images only (`synthesize`): the search needs no part maps; the kept frames get theirs
+    from one `render` at the end.
+    """
+    img = gen.synthesize(w, batch_size)
     _, logits = clf.represent(img, batch_size=batch_size)
     return torch.softmax(logits, dim=1)
 
 
+class _Clock:
+    """Seconds per phase of a search step (`search(timings=...)`); a no-op when not asked for."""
+
+    def __init__(self, into: Optional[dict], device: torch.device):
+        self.into, self.sync = into, device.type == "cuda"
+        self.t = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        if self.into is None:
+            return
+        if self.sync:  # asynchronous kernels would be charged to the next phase otherwise
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        self.into[phase] = self.into.get(phase, 0.0) + t - self.t
+        self.t = t
+
+
 def search(gen, clf, link, r0: np.ndarray, origin: np.ndarray, target: np.ndarray, init_seeds: np.ndarray,
            metric: Optional[np.ndarray], scale: np.ndarray, cfg: CounterfactualConfig,
-           bar: Optional[tqdm] = None) -> dict:
-    """Optimise the shifts of one batch of trajectories together; see the module docstring.
+           bar: Optional[tqdm] = None, timings: Optional[dict] = None) -> dict:
+    """Optimise the shifts of many trajectories, `cfg.batch_size` of them stepping together.
+
+    A pool: up to batch_size unfinished trajectories step together, and each place a
+    trajectory frees (target won, or max_steps reached) is taken by the next waiting one
+    at once, so every step renders a full batch until the queue runs dry. Which
+    trajectories share a step never enters the maths of any one of them (its own start,
+    its own rows of every product), so the results do not depend on the pool's size or
+    order beyond float rounding. `timings`, if given, accumulates seconds per phase
+    (gradient, render, classify, bookkeeping).
 
     Returns per-trajectory arrays (success, steps, shift, p_final, w_origin, w_final) and
-    the path rows (trajectory positions within the batch, step, probs, w, cos), in
-    trajectory-then-step order.
+    the path rows (trajectory positions, step, probs, w, cos), in trajectory-then-step order.
     """
     dev = gen.device
-    B = len(r0)
+    n = len(r0)
     r0_t = torch.as_tensor(r0, dtype=torch.float32, device=dev)
     o_t = torch.as_tensor(origin, device=dev)
     t_t = torch.as_tensor(target, device=dev)
     M = None if metric is None else torch.as_tensor(metric, device=dev)
     s = initial_shifts(init_seeds, scale).to(dev)
     weights = tuple(float(x) for x in cfg.weights)
+    clock = _Clock(timings, dev)
     with torch.no_grad():
         w0 = link(r0_t).to(dev)
-    rows = [(torch.arange(B), torch.zeros(B, dtype=torch.long), _classify(gen, clf, w0, cfg.batch_size),
-             w0.cpu(), torch.ones(B))]
-    steps = np.full(B, cfg.max_steps, dtype=np.int64)
-    success = np.zeros(B, dtype=bool)
-    active = torch.arange(B, device=dev)
-    for step in range(1, cfg.max_steps + 1):
-        if not len(active):
-            break
-        sa = s[active].detach().requires_grad_(True)
+    probs0 = _classify(gen, clf, w0, cfg.batch_size)
+    rows = [(torch.arange(n), torch.zeros(n, dtype=torch.long), probs0, w0.cpu(), torch.ones(n))]
+    steps = np.zeros(n, dtype=np.int64)
+    success = np.zeros(n, dtype=bool)
+    target_np = np.asarray(target, dtype=np.int64)
+    active = np.zeros(0, dtype=np.int64)
+    queued = 0
+    clock.lap("bookkeeping")
+    while queued < n or len(active):
+        take = min(cfg.batch_size - len(active), n - queued)
+        if take > 0:
+            active = np.concatenate([active, np.arange(queued, queued + take)])
+            queued += take
+        ix = torch.as_tensor(active, device=dev)
+        sa = s[ix].requires_grad_(True)
+        r_a = r0_t[ix]
+        # Only the loss (link + logits from r, both small) goes through autograd; the render never does.
         with torch.enable_grad():
-            loss = _loss(clf, link, r0_t[active], sa, w0[active], o_t[active], t_t[active], weights)
+            loss = _loss(clf, link, r_a, sa, w0[ix], o_t[ix], t_t[ix], weights)
             (grad,) = torch.autograd.grad(loss.sum(), sa)
         with torch.no_grad():
             if M is not None:
                 grad = grad @ M
-            s[active] = sa.detach() - cfg.lr * grad
-            w = link(torch.relu(r0_t[active] - s[active]))
-            cos = torch.cosine_similarity(w0[active], w, dim=-1)
-        probs = _classify(gen, clf, w, cfg.batch_size)
-        idx = active.cpu()
-        rows.append((idx, torch.full((len(idx),), step, dtype=torch.long), probs, w.cpu(), cos.cpu()))
-        won = (probs.argmax(1) == t_t[active].cpu()).numpy()
-        steps[idx.numpy()[won]] = step
-        success[idx.numpy()[won]] = True
-        active = active[torch.as_tensor(~won, device=dev)]
-        if bar is not None and won.any():
-            bar.update(int(won.sum()))
-    if bar is not None and len(active):
-        bar.update(len(active))
+            s_new = sa.detach() - cfg.lr * grad
+            s[ix] = s_new
+            w = link(torch.relu(r_a - s_new))
+            cos = torch.cosine_similarity(w0[ix], w, dim=-1)
+        clock.lap("gradient")
+        img = gen.synthesize(w, cfg.batch_size)
+        clock.lap("render")
+        _, logits = clf.represent(img, batch_size=cfg.batch_size)
+        probs = torch.softmax(logits, dim=1)
+        clock.lap("classify")
+        steps[active] += 1
+        rows.append((torch.as_tensor(active), torch.as_tensor(steps[active]), probs, w.cpu(), cos.cpu()))
+        won = probs.argmax(1).numpy() == target_np[active]
+        success[active[won]] = True
+        done = won | (steps[active] >= cfg.max_steps)
+        if bar is not None and done.any():
+            bar.update(int(done.sum()))
+        active = active[~done]
+        clock.lap("bookkeeping")
     traj = torch.cat([r[0] for r in rows]).numpy()
-    order = np.argsort(traj, kind="stable")  # rows were appended step by step: this is trajectory, then step
-    path = {"trajectory": traj[order],
-            "step": torch.cat([r[1] for r in rows]).numpy()[order].astype(np.int32),
+    step = torch.cat([r[1] for r in rows]).numpy()
+    order = np.lexsort((step, traj))  # trajectory, then step
+    path = {"trajectory": traj[order].astype(np.int64),
+            "step": step[order].astype(np.int32),
             "probs": torch.cat([r[2] for r in rows]).numpy()[order].astype(np.float32),
             "w": torch.cat([r[3] for r in rows]).numpy()[order].astype(np.float32),
             "cos": torch.cat([r[4] for r in rows]).numpy()[order].astype(np.float32)}
-    last = np.r_[np.flatnonzero(np.diff(path["trajectory"])), len(order) - 1]
+    last = np.r_[np.flatnonzero(np.diff(path["trajectory"])), len(order) - 1] if n else np.zeros(0, dtype=np.int64)
+    clock.lap("bookkeeping")
     return {"success": success, "steps": steps, "shift": s.cpu().numpy().astype(np.float32),
             "p_final": path["probs"][last], "w_origin": w0.cpu().numpy().astype(np.float32),
             "w_final": path["w"][last], "path": path}
@@ -270,7 +316,7 @@ def top_units(delta_r: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 def run_counterfactuals(gen, clf, link, test_r: np.ndarray, train_r: Optional[np.ndarray], plan: dict,
                         cfg: CounterfactualConfig, path: str | os.PathLike, attrs: dict,
                         progress: bool = True) -> dict:
-    """Run every planned trajectory, batch by batch, stream them to `path`; return summary metrics."""
+    """Run every planned trajectory (`search`), stream them to `path` in plan order; return summary metrics."""
     metric, scale = geometry_of(train_r, cfg.geometry, test_r.shape[1])
     B, F = len(plan["origin"]), cfg.n_frames
     res = gen.resolution
@@ -283,35 +329,40 @@ def run_counterfactuals(gen, clf, link, test_r: np.ndarray, train_r: Optional[np
         traj_out = h5.Appender(f.create_group("trajectories"))
         path_out = h5.Appender(f.create_group("path"), chunk_rows=4096)
         frame_out = h5.Appender(f.create_group("frames"), chunk_rows=1)
-        for a in range(0, B, cfg.batch_size):
-            sl = slice(a, min(B, a + cfg.batch_size))
+        # Blocks of trajectories are searched (a pool of batch_size inside) and then written
+        # in chunks of batch_size; a block bounds the path rows held in memory.
+        block = max(cfg.batch_size, SEARCH_BLOCK)
+        for a in range(0, B, block):
+            sl = slice(a, min(B, a + block))
             r0 = test_r[plan["pair_index"][sl]].astype(np.float32)
             out = search(gen, clf, link, r0, plan["origin"][sl], plan["target"][sl], plan["init_seed"][sl],
                          metric, scale, cfg, bar)
-            n = len(r0)
             delta = np.maximum(r0 - out["shift"], 0.0) - r0
             units, values = top_units(delta, cfg.n_top_units)
             p = out["path"]
-            offset = np.r_[0, np.cumsum(out["steps"] + 1)[:-1]]  # each trajectory's first path row in this batch
-            start = path_rows + offset
+            offset = np.r_[0, np.cumsum(out["steps"] + 1)[:-1]]  # each trajectory's first path row in this block
             traj_out.append(**{k: plan[k][sl] for k in ("origin", "target", "k", "pair_index", "sample_seed", "init_seed")},
-                            success=out["success"].astype(np.uint8), steps=out["steps"], path_start=start.astype(np.int64),
+                            success=out["success"].astype(np.uint8), steps=out["steps"],
+                            path_start=(path_rows + offset).astype(np.int64),
                             r=r0, shift=out["shift"], delta_r=delta.astype(np.float32), top_units=units,
                             top_delta=values.astype(np.float32), p_final=out["p_final"], w_origin=out["w_origin"],
                             w_final=out["w_final"])
             path_out.append(trajectory=(p["trajectory"] + a).astype(np.int64), step=p["step"], probs=p["probs"],
                             w=p["w"], cos=p["cos"])
             path_rows += len(p["step"])
-            # Frames: chosen once each trajectory's length is known, rendered together.
-            fsteps = np.stack([frame_steps(int(s), F) for s in out["steps"]])
-            rows_of = offset[:, None] + np.maximum(fsteps, 0)  # padding repeats step 0, marked -1 in steps
-            fw = p["w"][rows_of.ravel()]
-            img, parts = gen.render(torch.as_tensor(fw, device=gen.device), cfg.batch_size)
-            images = to_uint8(img).cpu().numpy().reshape(n, F, res, res, 3)
-            frames = {"steps": fsteps.astype(np.int32), "images": images, "w": fw.reshape(n, F, -1)}
-            if parts is not None:
-                frames["parts"] = parts.cpu().numpy().reshape(n, F, res, res)
-            frame_out.append(**frames)
+            # Frames: chosen once each trajectory's length is known, rendered batch_size trajectories at a time.
+            for c in range(0, len(r0), cfg.batch_size):
+                cs = slice(c, min(len(r0), c + cfg.batch_size))
+                n = cs.stop - cs.start
+                fsteps = np.stack([frame_steps(int(k), F) for k in out["steps"][cs]])
+                rows_of = offset[cs, None] + np.maximum(fsteps, 0)  # padding repeats step 0, marked -1 in steps
+                fw = p["w"][rows_of.ravel()]
+                img, parts = gen.render(torch.as_tensor(fw, device=gen.device), cfg.batch_size)
+                frames = {"steps": fsteps.astype(np.int32), "images": to_uint8(img).cpu().numpy().reshape(n, F, res, res, 3),
+                          "w": fw.reshape(n, F, -1)}
+                if parts is not None:
+                    frames["parts"] = parts.cpu().numpy().reshape(n, F, res, res)
+                frame_out.append(**frames)
         bar.close()
         return summarize(f)
 

@@ -67,6 +67,9 @@ class ImageOfW(torch.nn.Module):
         img[:, 0] = flat.reshape(len(w), 4, 4)
         return img, None
 
+    def synthesize(self, w, batch_size=256):
+        return self.render(w, batch_size)[0]
+
 
 class LinearHead:
     """A classifier that reads r = relu(first pixels) from the image; logits = r W^T + b."""
