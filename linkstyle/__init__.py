@@ -8,7 +8,7 @@ The package, by concept (each subpackage's docstring says more):
   the default architectures and their training, quality checks
 - `link`: paired data, W-R similarity, link kinds, the cycle
 - `measure`: the few-shot part segmenter, part metrics, quantification of renders
-- `explain`: unit tuning
+- `explain`: unit tuning, counterfactuals
 - `analyze`: unit selectivity, sparsity, clustering
 - `report`: every figure (reads results, computes nothing new)
 
@@ -37,9 +37,11 @@ _API = {
     "fit_segmenter": "measure.segmenter_training", "load_segmenter": "measure.segmenter",
     "segment_w": "measure.segmenter", "measure_parts": "measure.parts", "quantify_tuning": "measure.quantify",
     "MotionConfig": "measure.motion", "estimate_motion": "measure.motion", "motion_table": "measure.motion",
-    "quantify_motion": "measure.quantify_motion",
+    "quantify_motion": "measure.quantify_motion", "field_panels": "measure.quantify_motion",
     "TuningConfig": "explain.tuning", "tune_units": "explain.tuning",
-    "AnalysisConfig": "analyze.units", "analyze": "analyze.units", "hoyer": "analyze.sparsity",
+    "CounterfactualConfig": "explain.counterfactuals", "run_counterfactuals": "explain.counterfactuals",
+    "quantify_counterfactuals": "explain.counterfactual_changes",
+    "AnalysisConfig": "analyze.units", "analyze": "analyze.units", "motion_tables": "analyze.units", "hoyer": "analyze.sparsity",
 }
 __all__ = sorted(_API)
 

@@ -280,6 +280,8 @@ def search(gen, clf, link, r0: np.ndarray, origin: np.ndarray, target: np.ndarra
         probs = torch.softmax(logits, dim=1)
         clock.lap("classify")
         steps[active] += 1
+        if timings is not None:
+            timings["pool_steps"] = timings.get("pool_steps", 0) + 1
         rows.append((torch.as_tensor(active), torch.as_tensor(steps[active]), probs, w.cpu(), cos.cpu()))
         won = probs.argmax(1).numpy() == target_np[active]
         success[active[won]] = True
