@@ -9,7 +9,7 @@ The package, by concept (each subpackage's docstring says more):
 - `link`: paired data, W-R similarity, link kinds, the cycle, the INN link (a density of w given r)
 - `measure`: the few-shot part segmenter, part metrics, quantification of renders
 - `explain`: unit tuning (open and closed loop) and its faithfulness; what R is invariant to
-  (samples through the INN); feature visualisation baselines scored beside the link
+  (samples through the INN); counterfactuals; feature visualisation baselines scored beside the link
 - `analyze`: unit selectivity, sparsity, clustering
 - `report`: every figure (reads results, computes nothing new)
 
@@ -40,7 +40,7 @@ _API = {
     "fit_segmenter": "measure.segmenter_training", "load_segmenter": "measure.segmenter",
     "segment_w": "measure.segmenter", "measure_parts": "measure.parts", "quantify_tuning": "measure.quantify",
     "MotionConfig": "measure.motion", "estimate_motion": "measure.motion", "motion_table": "measure.motion",
-    "quantify_motion": "measure.quantify_motion",
+    "quantify_motion": "measure.quantify_motion", "field_panels": "measure.quantify_motion",
     "TuningConfig": "explain.tuning", "tune_units": "explain.tuning",
     "ClosedLoopConfig": "explain.closed_loop", "ClosedLoop": "explain.closed_loop",
     "faithfulness_table": "explain.faithfulness", "compare_modes": "explain.faithfulness",
@@ -49,8 +49,10 @@ _API = {
     "attribution_ready": "models.attribution_ready", "make_method": "explain.attribution",
     "METHODS": "explain.attribution", "AttributeUnitsConfig": "explain.attribution.study",
     "attribute_units": "explain.attribution.study",
-    "AnalysisConfig": "analyze.units", "analyze": "analyze.units", "hoyer": "analyze.sparsity",
     "build_page": "report.page", "write_report": "report.page",
+    "CounterfactualConfig": "explain.counterfactuals", "run_counterfactuals": "explain.counterfactuals",
+    "quantify_counterfactuals": "explain.counterfactual_changes",
+    "AnalysisConfig": "analyze.units", "analyze": "analyze.units", "motion_tables": "analyze.units", "hoyer": "analyze.sparsity",
 }
 __all__ = sorted(_API)
 

@@ -8,26 +8,17 @@ import typer
 from linkstyle.core import cli
 from linkstyle.core.io import atomic_path, write_json
 from linkstyle.core.runtime import progress_enabled, resolve_device
-from linkstyle.measure.quantify_motion import (
-    QuantifyMotionConfig,
-    field_panels,
-    quantify_motion,
-    read_units,
-)
+from linkstyle.measure.quantify_motion import QuantifyMotionConfig, quantify_motion
 from linkstyle.measure.segmenter import load_segmenter
 from linkstyle.models.registry import GeneratorSpec, load_generator
-from linkstyle.report.motion import plot_motion_fields
 
 
 def main(tuning: Path = typer.Option(..., help="tuning HDF5 (stage tune_units)"),
          segmenter: Path = typer.Option(..., help="segmenter checkpoint (stage train_segmenter)"),
-         units: Path = typer.Option(..., help="per-unit table (stage analyze_units), picks the figure's units"),
          out: Path = typer.Option(..., help="motion changes parquet to write"),
          metrics: Path = typer.Option(..., help="metrics JSON to write"),
-         figure: Path = typer.Option(..., help="vector-field figure PNG to write"),
          params: Path = typer.Option(Path("params.yaml"), help="params file; reads quantify_motion and models.generator")):
     cfg = cli.section(params, "quantify_motion", QuantifyMotionConfig)
-    unit_table = read_units(units)
     dev = resolve_device(cfg.device, f"{params}: quantify_motion.device")
     gen = load_generator(cli.section(params, "models.generator", GeneratorSpec), dev)
     seg = load_segmenter(segmenter, expected_generator_fingerprint=gen.fingerprint, device=dev)
@@ -37,7 +28,6 @@ def main(tuning: Path = typer.Option(..., help="tuning HDF5 (stage tune_units)")
     with atomic_path(out) as tmp:
         table.to_parquet(tmp, index=False)
     write_json(metrics, summary)
-    plot_motion_fields(field_panels(tuning, table, unit_table, cfg), figure)
     r = summary.get("centroid_agreement", {}).get("whole", {}).get("pearson")
     print(f"quantify_motion: {summary['n_pairs']} pairs ({cfg.motion.backend}) in {seconds:.0f} s, {len(table)} rows; "
           f"flow vs part-map centroid shifts r = {float('nan') if r is None else r:.3f} -> {out}")

@@ -32,6 +32,7 @@ from linkstyle.link.linear import RidgeConfig
 from linkstyle.link.pairs import PairsConfig, load_pairs, sample_pairs
 from linkstyle.link.store import save_link
 from linkstyle.measure.quantify import QuantifyConfig, quantify_tuning
+from linkstyle.measure.quantify_motion import QuantifyMotionConfig, quantify_motion
 from linkstyle.measure.segmenter import save_segmenter
 from linkstyle.measure.segmenter_training import (
     FewShotConfig,
@@ -63,10 +64,16 @@ ARGS = {
                       "--metrics reports/o.json --figure reports/o.png",
     "quantify_parts": "--tuning data/tuning.h5 --segmenter data/segmenter.pt --measures data/o_m.parquet "
                       "--changes data/o_c.parquet --metrics reports/o.json",
-    "quantify_motion": "--tuning data/tuning.h5 --segmenter data/segmenter.pt --units reports/units.csv "
-                       "--out data/o_motion.parquet --metrics reports/o.json --figure reports/o.png",
-    "analyze_units": "--changes data/changes.parquet --tuning data/tuning.h5 --table reports/o.csv "
-                     "--metrics reports/o.json --figures reports/o_figures",
+    "quantify_motion": "--tuning data/tuning.h5 --segmenter data/segmenter.pt "
+                       "--out data/o_motion.parquet --metrics reports/o.json",
+    "analyze_units": "--changes data/changes.parquet --motion data/motion.parquet --tuning data/tuning.h5 "
+                     "--table reports/o.csv --motion-table reports/o_motion.csv --metrics reports/o.json "
+                     "--figures reports/o_figures",
+    "motion_fields": "--tuning data/tuning.h5 --motion data/motion.parquet --units reports/units_motion.csv "
+                     "--figure reports/o.png",
+    "counterfactuals": "--pairs data/pairs.h5 --link data/links/ridge.pt --segmenter data/segmenter.pt "
+                       "--units reports/units.csv --out data/o_cf.h5 --changes data/o_cf.parquet "
+                       "--units-table reports/o_cf.csv --metrics reports/o.json --figures reports/o_figures",
     "attribute_units": "--units reports/units.csv --tuning data/tuning.h5 --pairs data/pairs.h5 "
                        "--link data/links/ridge.pt --out data/o_attribution.h5 --scores reports/o_s.csv "
                        "--table reports/o_t.csv --sanity reports/o_sanity.csv --metrics reports/o.json "
@@ -123,9 +130,14 @@ def project(tmp_path_factory, tiny_gen, tiny_clf) -> Path:
     _, changes = quantify_tuning(d / "data/tuning.h5", tiny_gen, seg, QuantifyConfig(min_part_area=0.0),
                                  progress=False)
     changes.to_parquet(d / "data/changes.parquet", index=False)
+    motion, _ = quantify_motion(d / "data/tuning.h5", tiny_gen, seg, QuantifyMotionConfig(min_part_area=0.0),
+                                progress=False)
+    motion.to_parquet(d / "data/motion.parquet", index=False)
     import pandas as pd
-    pd.DataFrame({"unit": [0, 1], "strongest_part": ["body", "head"], "selectivity": [1.0, 0.5]}).to_csv(
-        d / "reports/units.csv", index=False)
+    units = pd.DataFrame({"unit": [0, 1], "strongest_part": ["body", "head"], "metric": ["area", "area"],
+                          "selectivity": [1.0, 0.5]})
+    units.to_csv(d / "reports/units.csv", index=False)
+    units.to_csv(d / "reports/units_motion.csv", index=False)
     return d
 
 
@@ -312,7 +324,23 @@ CASES = [
     ("changes-foreign", "analyze_units", foreign("data/changes.parquet"), "data/changes.parquet: not a readable parquet"),
     ("motion-backend-unknown", "quantify_motion", set_param("quantify_motion.motion.backend", "raft"),
      "quantify_motion.motion.backend must be one of"),
-    ("motion-units-missing", "quantify_motion", delete("reports/units.csv"), "reports/units.csv: not found"),
+    ("motion-fields-units-missing", "motion_fields", delete("reports/units_motion.csv"),
+     "reports/units_motion.csv: not found"),
+    ("motion-fields-motion-missing", "motion_fields", delete("data/motion.parquet"), "data/motion.parquet: not found"),
+    ("analyze-motion-missing", "analyze_units", delete("data/motion.parquet"), "data/motion.parquet: not found"),
+    ("analyze-motion-metric-unknown", "analyze_units", set_param("analyze_units.motion_metrics", ["area"]),
+     "analyze_units.motion_metrics 'area' is no motion metric"),
+    ("cf-class-id-out-of-range", "counterfactuals", set_param("counterfactuals.class_pairs", [[0, 9]]),
+     "counterfactuals.class_pairs: class id 9 out of range"),
+    ("cf-origin-is-target", "counterfactuals", set_param("counterfactuals.class_pairs", [[2, 2]]),
+     "counterfactuals.class_pairs: [2, 2] has origin = target"),
+    ("cf-geometry-unknown", "counterfactuals", set_param("counterfactuals.geometry", "euclid"),
+     "counterfactuals.geometry must be one of"),
+    ("cf-motion-backend-unknown", "counterfactuals", set_param("counterfactuals.motion.backend", "raft"),
+     "counterfactuals.motion.backend must be one of"),
+    ("cf-too-few-test-pairs", "counterfactuals", set_param("counterfactuals.n_seeds", 50),
+     "counterfactuals.n_seeds: 50 base samples per pair"),
+    ("cf-units-missing", "counterfactuals", delete("reports/units.csv"), "reports/units.csv: not found"),
     ("motion-pump-without-code", "quantify_motion", set_param("quantify_motion.motion.backend", "pump"),
      "motion.pump_code: not set, and backend 'pump' needs a naver/pump checkout"),
     ("attribution-method-unknown", "attribute_units", set_param("attribute_units.methods", ["lrp", "gradcam"]),

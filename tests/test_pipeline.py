@@ -91,9 +91,12 @@ def test_every_stage_ran_and_wrote_its_outputs(repo):
     assert _ran(repo["first"]) == _stage_names()
     for path in ("data/world.h5", "data/generator.pt", "data/classifier.pt", "data/pairs.h5", "data/links/ridge.pt",
                  "data/links/ols.pt", "data/segmenter.pt", "data/tuning.h5", "data/tuning_closed.h5", "data/changes.parquet",
-                 "reports/figures/generated_samples.png", "reports/figures/similarity.png", "reports/figures/cycle.png",
                  "data/inn.pt", "data/invariances.h5", "reports/figures/invariance_samples.png",
-                 "reports/figures/invariant_factors.png"):
+                 "reports/figures/invariant_factors.png",
+                 "data/motion.parquet", "reports/units_motion.csv", "reports/figures/motion_fields.png",
+                 "data/counterfactuals.h5", "data/counterfactual_changes.parquet", "reports/counterfactual_units.csv",
+                 "reports/figures/counterfactual_strips.png", "reports/figures/generated_samples.png",
+                 "reports/figures/similarity.png", "reports/figures/cycle.png"):
         assert (d / path).exists(), path
     assert (d / "dvc.lock").exists()
 
@@ -172,6 +175,19 @@ def test_both_tuning_modes_side_by_side(repo):
     assert (d / "reports/figures/tuning_modes.png").exists()
     units = pd.read_csv(d / "reports/units.csv")
     assert {"transfer", "off_target", "tuning_corr"} <= set(units.columns), "analyze_units carries the faithfulness"
+
+
+def test_motion_and_counterfactual_outputs(repo):
+    d = repo["dir"]
+    moved = pd.read_csv(d / "reports/units_motion.csv")
+    assert len(moved) and set(moved["metric"].dropna()) <= set(_metrics(d, "analysis.json")["motion"]["metrics"])
+    cf = _metrics(d, "counterfactuals.json")
+    with h5py.File(d / "data/counterfactuals.h5", "r") as f:
+        n = len(f["trajectories/steps"])
+        assert n == cf["n_trajectories"] > 0 and len(f["path/step"]) == int((f["trajectories/steps"][:] + 1).sum())
+    assert 0.0 <= cf["success_rate"] <= 1.0
+    changes = pd.read_parquet(d / "data/counterfactual_changes.parquet")
+    assert {"parts", "motion"} == set(changes["family"])
 
 
 def test_pairs_file_schema(repo):

@@ -1,1 +1,2 @@
-"""Across units: selectivity, label sparsity, t-SNE and clustering (`units`), Hoyer sparsity (`sparsity`)."""
+"""Across units: selectivity over part and motion metrics, label sparsity, t-SNE and clustering (`units`),
+Hoyer sparsity (`sparsity`)."""

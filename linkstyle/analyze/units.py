@@ -9,12 +9,17 @@ part, metric, change; area change already divided by the step-0 area, luminance 
 - strips: renders of the most selective units across steps, for a few seeds.
 Metrics live on different scales (area is a ratio, entropy in bits), so wherever
 metrics compete, each is divided by its std over all units, parts and seeds first.
+
+Motion metrics (`quantify_motion`'s table, same format) are treated like part metrics:
+`metrics` may name them, and `motion_metrics` get a selectivity table of their own
+(`motion_tables`): per unit the (part, motion metric) that moves most, as consistently.
+Whole-image motion (affine translation, rotation, scale, shear) has the one part "image".
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +29,9 @@ import pandas as pd
 from linkstyle.analyze.sparsity import label_sparsity
 from linkstyle.core.config import check
 from linkstyle.core.errors import UserError
+from linkstyle.measure.motion import IMAGE_METRICS, IMAGE_PART, PART_METRICS
+
+MOTION_METRICS = tuple(dict.fromkeys(IMAGE_METRICS + PART_METRICS))  # the metrics read from the motion table
 
 SOURCES = ("segmenter", "ground_truth")
 LINKAGES = ("ward", "average")
@@ -35,7 +43,9 @@ KEY = ["unit", "part", "metric"]
 class AnalysisConfig:
     """Options of stage `analyze_units`."""
 
-    metrics: tuple[str, ...] = ("area", "luminance", "entropy_mean")  # the label vectors' metrics
+    metrics: tuple[str, ...] = ("area", "luminance", "entropy_mean")  # the label vectors' metrics (part or motion)
+    # Motion metrics of the second selectivity table (reports/units_motion.csv).
+    motion_metrics: tuple[str, ...] = ("motion", "shift_x", "shift_y", "translation_x", "translation_y", "rotation", "scale")
     source: str = "segmenter"        # whose masks' changes: segmenter or ground_truth
     n_top_units: int = 2             # units per part shown in the strips
     n_strip_seeds: int = 4           # seeds per unit shown in the strips
@@ -48,6 +58,13 @@ class AnalysisConfig:
         object.__setattr__(self, "metrics", tuple(self.metrics))
         check(len(self.metrics) >= 1, "metrics", "must list at least one metric, e.g. [area, luminance, entropy_mean]")
         check(len(set(self.metrics)) == len(self.metrics), "metrics", f"has duplicates: {list(self.metrics)}")
+        object.__setattr__(self, "motion_metrics", tuple(self.motion_metrics))
+        check(len(self.motion_metrics) >= 1, "motion_metrics", "must list at least one motion metric, e.g. [motion, rotation]")
+        check(len(set(self.motion_metrics)) == len(self.motion_metrics), "motion_metrics",
+              f"has duplicates: {list(self.motion_metrics)}")
+        unknown = [m for m in self.motion_metrics if m not in MOTION_METRICS]
+        check(not unknown, "motion_metrics", f"{unknown[0] if unknown else ''!r} is no motion metric; "
+              f"choose from {', '.join(MOTION_METRICS)}")
         check(self.source in SOURCES, "source", f"must be one of {', '.join(SOURCES)}, got {self.source!r}")
         check(self.n_top_units >= 1, "n_top_units", f"must be at least 1, got {self.n_top_units}")
         check(self.n_strip_seeds >= 1, "n_strip_seeds", f"must be at least 1, got {self.n_strip_seeds}")
@@ -292,28 +309,71 @@ def summarize(tables: dict[str, pd.DataFrame], cfg: AnalysisConfig, n_seeds: int
     }
 
 
-def read_changes(path: str | os.PathLike, cfg: AnalysisConfig) -> pd.DataFrame:
-    """Only the configured source's and metrics' rows: the full table holds every metric twice."""
+def _read_rows(path: str | os.PathLike, source: str, metrics: list[str], stage: str, param: str) -> pd.DataFrame:
+    """The rows of one source and these metrics of a change table written by `stage`, checked."""
     import pyarrow.parquet as pq
 
     path = Path(path)
-    fix = "rerun dvc repro quantify_parts"
+    fix = f"rerun dvc repro {stage}"
     if not path.exists():
-        raise UserError(f"{path}: not found; run dvc repro quantify_parts first")
+        raise UserError(f"{path}: not found; run dvc repro {stage} first")
     try:
         names = set(pq.read_schema(path).names)
         missing = [c for c in COLUMNS if c not in names]
         if missing:
-            raise UserError(f"{path}: no column {missing[0]!r}; not written by this version of quantify_parts, {fix}")
-        df = pd.read_parquet(path, columns=list(COLUMNS),
-                             filters=[("source", "==", cfg.source), ("metric", "in", list(cfg.metrics))])
+            raise UserError(f"{path}: no column {missing[0]!r}; not written by this version of {stage}, {fix}")
+        df = pd.read_parquet(path, columns=list(COLUMNS), filters=[("source", "==", source), ("metric", "in", metrics)])
         held = None
-        if df.empty or not set(cfg.metrics) <= set(df["metric"].unique()):  # say what the file does hold
+        if df.empty or not set(metrics) <= set(df["metric"].unique()):  # say what the file does hold
             held = pd.read_parquet(path, columns=["source", "metric"]).drop_duplicates()
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
         raise UserError(f"{path}: not a readable parquet file ({str(e).splitlines()[0][:120]}); delete it and {fix}") from None
     if held is not None:
-        raise UserError(f"{path}: no changes of source {cfg.source!r} for every metric of {list(cfg.metrics)}; it holds "
+        raise UserError(f"{path}: no changes of source {source!r} for every metric of {metrics}; it holds "
                         f"sources {sorted(held['source'].unique())} and metrics {sorted(held['metric'].unique())}; "
-                        "fix analyze_units.source or analyze_units.metrics")
+                        f"fix analyze_units.source or analyze_units.{param}")
     return df
+
+
+def read_changes(path: str | os.PathLike, cfg: AnalysisConfig) -> pd.DataFrame:
+    """The configured source's rows of the part metrics in `cfg.metrics` (the full table holds every metric twice)."""
+    metrics = [m for m in cfg.metrics if m not in MOTION_METRICS]
+    if not metrics:
+        return pd.DataFrame({c: [] for c in COLUMNS})
+    return _read_rows(path, cfg.source, metrics, "quantify_parts", "metrics")
+
+
+def read_motion(path: str | os.PathLike, cfg: AnalysisConfig) -> pd.DataFrame:
+    """The configured source's rows of the motion metrics in `cfg.metrics` and `cfg.motion_metrics`.
+
+    A per-part metric (e.g. `motion`) also has a whole-image row; that row is dropped,
+    so the metric competes over the parts only, like a part metric.
+    """
+    metrics = list(dict.fromkeys([m for m in cfg.metrics if m in MOTION_METRICS] + list(cfg.motion_metrics)))
+    df = _read_rows(path, cfg.source, metrics, "quantify_motion", "motion_metrics")
+    drop = df["metric"].isin(PART_METRICS) & (df["part"] == IMAGE_PART)
+    return df[~drop].reset_index(drop=True)
+
+
+def combine(changes: pd.DataFrame, motion: pd.DataFrame, cfg: AnalysisConfig) -> pd.DataFrame:
+    """Part-metric changes plus the motion rows that `cfg.metrics` names: the input of `analyze`."""
+    extra = motion[motion["metric"].isin([m for m in cfg.metrics if m in MOTION_METRICS])]
+    frames = [f for f in (changes, extra) if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else changes
+
+
+def motion_tables(motion: pd.DataFrame, cfg: AnalysisConfig) -> tuple[pd.DataFrame, dict]:
+    """Selectivity table of `cfg.motion_metrics` (the columns of the units table's selectivity part) and its summary."""
+    mcfg = replace(cfg, metrics=cfg.motion_metrics)
+    sel = select_changes(motion, mcfg)
+    _, table = unit_tables(sel, mcfg)
+    named = table.dropna(subset=["strongest_part"])
+    parts = _parts(sel)
+    summary = {
+        "metrics": list(cfg.motion_metrics), "n_units_with_change": len(named),
+        "units_per_part": {p: int((named["strongest_part"] == p).sum()) for p in parts},
+        "units_per_metric": {m: int((named["metric"] == m).sum()) for m in cfg.motion_metrics},
+        "consistent_fraction": float((named["consistency"] >= cfg.consistent_at).mean()) if len(named) else None,
+        "median_selectivity": float(named["selectivity"].median()) if len(named) else None,
+    }
+    return table, summary

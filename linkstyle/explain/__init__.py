@@ -2,5 +2,7 @@
 through the link (open loop) or solved through the generator and classifier (`closed_loop`),
 and how faithfully the renders carry the set unit (`faithfulness`); what R is invariant to,
 from samples of w given r through the INN link (`invariances`); the test seeds they all
-start from (`seeds`); FeatureVis's methods beside the link, scored on the generator's part
-maps (`attribution`)."""
+start from (`seeds`); counterfactuals, shifts of r that flip the render's class, batched over
+trajectories (`counterfactuals`), and what they changed in the image
+(`counterfactual_changes`); FeatureVis's methods beside the link, scored on the generator's
+part maps (`attribution`)."""

@@ -54,14 +54,22 @@ class QuantifyMotionConfig:
     min_part_area: float = 20.0   # parts whose mean first-render area is smaller are dropped (as quantify_parts)
     units_per_block: int = 32     # units read, segmented and matched at a time
     batch_size: int = 256         # segmenter batch (masks do not depend on it)
-    n_figure_units: int = 6       # most selective units drawn as vector fields
     device: str = "auto"          # segmenter (and the generator features it reads)
 
     def __post_init__(self):
         check(self.min_part_area >= 0, "min_part_area", f"must be >= 0, got {self.min_part_area}")
         check(self.units_per_block >= 1, "units_per_block", f"must be >= 1, got {self.units_per_block}")
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.n_figure_units >= 0, "n_figure_units", f"must be >= 0, got {self.n_figure_units}")
+
+
+@dataclass(frozen=True)
+class MotionFieldsConfig:
+    """Options of stage `motion_fields` (the motion itself is re-estimated with `quantify_motion.motion`)."""
+
+    n_units: int = 6  # most selective units (reports/units_motion.csv) drawn as residual vector fields
+
+    def __post_init__(self):
+        check(self.n_units >= 0, "n_units", f"must be >= 0, got {self.n_units}")
 
 
 def part_counts(masks: np.ndarray, n_parts: int) -> np.ndarray:
@@ -228,7 +236,7 @@ def _summary(table: pd.DataFrame, keep: dict, agree: dict, names, cfg: QuantifyM
 
 
 def read_units(path: str | os.PathLike) -> pd.DataFrame:
-    """The analyze_units table (reports/units.csv), checked."""
+    """A selectivity table of analyze_units (reports/units_motion.csv or units.csv), checked."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: not found; run stage 'analyze_units' first (dvc repro analyze_units)")
@@ -243,6 +251,27 @@ def read_units(path: str | os.PathLike) -> pd.DataFrame:
     return units
 
 
+MOTION_COLUMNS = ("source", "unit", "seed", "class", "part", "metric", "change")
+
+
+def read_motion_rows(path: str | os.PathLike, metrics: tuple[str, ...] = ("motion",)) -> pd.DataFrame:
+    """The rows of `metrics` of a motion table (data/motion.parquet), checked."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    fix = "rerun dvc repro quantify_motion"
+    if not path.is_file():
+        raise UserError(f"{path}: not found; run stage 'quantify_motion' first (dvc repro quantify_motion)")
+    try:
+        names = set(pq.read_schema(path).names)
+        missing = [c for c in MOTION_COLUMNS if c not in names]
+        if missing:
+            raise UserError(f"{path}: no column {missing[0]!r}; not written by this version of quantify_motion, {fix}")
+        return pd.read_parquet(path, columns=list(MOTION_COLUMNS), filters=[("metric", "in", list(metrics))])
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise UserError(f"{path}: not a readable parquet file ({str(e).splitlines()[0][:120]}); delete it and {fix}") from None
+
+
 def _median_seed(rows: pd.DataFrame) -> int:
     """The seed at the (lower) median of `change`; ties go to the smaller seed."""
     r = rows.dropna(subset=["change"]).sort_values(["change", "seed"], kind="stable")
@@ -250,10 +279,10 @@ def _median_seed(rows: pd.DataFrame) -> int:
 
 
 def field_panels(tuning_path: str | os.PathLike, table: pd.DataFrame, units: pd.DataFrame,
-                 cfg: QuantifyMotionConfig) -> dict:
+                 motion: MotionConfig, n_units: int) -> dict:
     """The pairs the vector-field figure shows, with their motion.
 
-    The `cfg.n_figure_units` most selective units of `units` (analyze_units' table), each
+    The `n_units` most selective units of `units` (an analyze_units table), each
     with its typical seed: the one at the median of the residual motion in the unit's
     strongest part (whole image where the part is missing; the largest picked the pairs
     whose renders changed most, where the flow is least reliable), re-estimated exactly
@@ -268,7 +297,7 @@ def field_panels(tuning_path: str | os.PathLike, table: pd.DataFrame, units: pd.
         ranked = units[units["unit"].isin(list(tuned))].sort_values(["selectivity", "unit"], ascending=[False, True],
                                                                      na_position="last", kind="stable")
         picks = []
-        for row in ranked.head(cfg.n_figure_units).itertuples(index=False):
+        for row in ranked.head(n_units).itertuples(index=False):
             part = row.strongest_part if isinstance(row.strongest_part, str) else IMAGE_PART
             cand = motion_rows[(motion_rows["unit"] == row.unit) & (motion_rows["part"] == part)]
             if not cand["change"].notna().any():
@@ -283,11 +312,11 @@ def field_panels(tuning_path: str | os.PathLike, table: pd.DataFrame, units: pd.
                               selectivity=float(row.selectivity),
                               first=r[0], last=r[-1]))
     if not picks:
-        return {"panels": [], "reference_size": cfg.motion.reference_size}
+        return {"panels": [], "reference_size": motion.reference_size}
     first = np.stack([p.pop("first") for p in picks])
     last = np.stack([p.pop("last") for p in picks])
-    m = estimate_motion(first, last, cfg.motion)
+    m = estimate_motion(first, last, motion)
     for i, p in enumerate(picks):
         p.update(first=first[i], last=last[i], flow=m.flow[i], valid=m.valid[i], translation=m.translation[i],
                  scale=float(m.scale[i]), rotation_deg=float(m.rotation_deg[i]))
-    return {"panels": picks, "reference_size": cfg.motion.reference_size}
+    return {"panels": picks, "reference_size": motion.reference_size}

@@ -19,6 +19,9 @@ from linkstyle.analyze.units import (
     analyze,
     class_sparsity,
     cluster_units,
+    combine,
+    motion_tables,
+    read_motion,
     select_changes,
     strip_selection,
     tsne_embedding,
@@ -39,9 +42,10 @@ def unit_label_vectors(changes, cfg):
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGE = ROOT / "stages" / "analyze_units.py"
-ARGS = dict(changes=Path("data/changes.parquet"), tuning=Path("data/tuning.h5"), table=Path("reports/units.csv"),
+ARGS = dict(changes=Path("data/changes.parquet"), motion=Path("data/motion.parquet"), tuning=Path("data/tuning.h5"),
+            table=Path("reports/units.csv"), motion_table=Path("reports/units_motion.csv"),
             metrics=Path("reports/analysis.json"), figures=Path("reports/figures"), params=Path("params.yaml"))
-CLI = [a for k, v in ARGS.items() for a in (f"--{k}", str(v))]
+CLI = [a for k, v in ARGS.items() for a in (f"--{k.replace('_', '-')}", str(v))]
 PARTS = ["background", "head", "legs"]
 METRICS = ["area", "luminance", "entropy_mean"]
 SEEDS = [100, 101, 200, 201]  # classes 0, 0, 1, 1
@@ -65,6 +69,45 @@ def head_legs_units(n_per_group: int = 4, seed: int = 0) -> tuple[pd.DataFrame, 
     arr[:n_per_group, :, 1, 0] += 0.5 + 0.05 * rng.random((n_per_group, len(SEEDS)))
     arr[n_per_group:, :, 2, 1] -= 0.2 + 0.02 * rng.random((n_per_group, len(SEEDS)))
     return tidy(arr, units), units
+
+
+def motion_units(units: list[int], n_per_group: int = 4, seed: int = 1) -> pd.DataFrame:
+    """quantify_motion's table: units 10.. move the head (residual motion), units 20.. rotate the whole image."""
+    rng = np.random.default_rng(seed)
+    part_metrics, image_metrics = ["motion", "shift_x", "shift_y"], ["motion", "translation_x", "rotation", "scale"]
+    per_part = rng.normal(scale=0.01, size=(len(units), len(SEEDS), len(PARTS), len(part_metrics)))
+    per_part[..., 0] = np.abs(per_part[..., 0])
+    per_part[:n_per_group, :, 1, 0] += 0.8 + 0.1 * rng.random((n_per_group, len(SEEDS)))
+    image = rng.normal(scale=0.01, size=(len(units), len(SEEDS), 1, len(image_metrics)))
+    image[..., 0] = 5.0  # whole-image `motion` rows would win if they were not dropped
+    image[n_per_group:, :, 0, 2] += 4.0 + rng.random((n_per_group, len(SEEDS)))
+    return pd.concat([tidy(image, units, parts=["image"], metrics=image_metrics),
+                      tidy(per_part, units, metrics=part_metrics)], ignore_index=True)
+
+
+def test_motion_metrics_are_analysed_like_part_metrics(tmp_path):
+    df, units = head_legs_units()
+    motion = motion_units(units)
+    motion.to_parquet(tmp_path / "motion.parquet", index=False)
+    cfg = AnalysisConfig(motion_metrics=("motion", "shift_x", "rotation", "scale"))
+    moved = read_motion(tmp_path / "motion.parquet", cfg)
+    assert not ((moved["part"] == "image") & (moved["metric"] == "motion")).any()
+    table, summary = motion_tables(moved, cfg)
+    best = table.set_index("unit")
+    assert (best.loc[units[:4], "strongest_part"] == "head").all() and (best.loc[units[:4], "metric"] == "motion").all()
+    assert (best.loc[units[4:], "strongest_part"] == "image").all() and (best.loc[units[4:], "metric"] == "rotation").all()
+    assert summary["units_per_metric"]["rotation"] == 4 and summary["units_per_part"]["head"] == 4
+    # A motion metric in `metrics` joins the part metrics' label vectors.
+    both = AnalysisConfig(metrics=("area", "luminance", "motion"), motion_metrics=("rotation",))
+    ch = combine(df[df["metric"].isin(["area", "luminance"])], read_motion(tmp_path / "motion.parquet", both), both)
+    vectors, sel_table = unit_tables(select_changes(ch, both), both)
+    assert ("motion", "head") in vectors.columns and ("motion", "image") not in vectors.columns
+    assert set(sel_table["metric"]) <= {"area", "luminance", "motion"}
+    with pytest.raises(UserError, match="motion_metrics 'area' is no motion metric"):
+        AnalysisConfig(motion_metrics=("area",))
+    with pytest.raises(UserError, match="motion.parquet: no changes of source 'segmenter' for every metric.*"
+                                        "analyze_units.motion_metrics"):
+        read_motion(tmp_path / "motion.parquet", AnalysisConfig(motion_metrics=("shear",)))
 
 
 def test_config_validation():
@@ -221,6 +264,7 @@ def write_inputs(root: Path) -> None:
     df, units = head_legs_units()
     (root / "data").mkdir()
     df.to_parquet(root / "data" / "changes.parquet", index=False)
+    motion_units(units).to_parquet(root / "data" / "motion.parquet", index=False)
     t = tuning_arrays(units)
     with h5py.File(root / "data" / "tuning.h5", "w") as f:
         for k in ("renders", "units", "seeds", "classes", "values"):
@@ -232,7 +276,8 @@ def write_inputs(root: Path) -> None:
         f["r_tilde_off"] = np.zeros((n_units, n_seeds, n_steps), np.float32)
         f.attrs["class_names"] = json.dumps(t["class_names"])
         f.attrs["part_names"] = json.dumps(PARTS)
-    (root / "params.yaml").write_text("analyze_units:\n  n_top_units: 1\n  n_strip_seeds: 2\n  tsne_perplexity: 5\n")
+    (root / "params.yaml").write_text("analyze_units:\n  n_top_units: 1\n  n_strip_seeds: 2\n  tsne_perplexity: 5\n"
+                                      "  motion_metrics: [motion, shift_x, rotation, scale]\n")
 
 
 def load_stage():
@@ -247,7 +292,7 @@ def test_stage_writes_all_outputs_deterministically(tmp_path, monkeypatch, capsy
     monkeypatch.chdir(tmp_path)
     stage = load_stage()
     stage.main(**ARGS)
-    outputs = [Path("reports/units.csv"), Path("reports/analysis.json")] + [
+    outputs = [Path("reports/units.csv"), Path("reports/units_motion.csv"), Path("reports/analysis.json")] + [
         Path("reports/figures") / f for f in ("sparsity.png", "tsne.png", "clusters.png", "unit_strips.png")]
     first = {p: p.read_bytes() for p in outputs}
     assert all(first.values())
@@ -257,6 +302,9 @@ def test_stage_writes_all_outputs_deterministically(tmp_path, monkeypatch, capsy
     assert json.loads(Path("reports/analysis.json").read_text())["n_units"] == 8
     live = units.dropna(subset=["transfer"])
     assert len(live) and (live["transfer"] == 0.5).all() and (live["off_target"] == 0.0).all(), "faithfulness merged"
+    moved = pd.read_csv("reports/units_motion.csv").set_index("unit")
+    assert list(moved.loc[[10, 20], "metric"]) == ["motion", "rotation"]
+    assert json.loads(Path("reports/analysis.json").read_text())["motion"]["units_per_metric"]["rotation"] == 4
     stage.main(**ARGS)
     assert {p: p.read_bytes() for p in outputs} == first
     Path("data/changes.parquet").write_bytes(b"not parquet")

@@ -356,7 +356,7 @@ def test_quantify_motion_is_blockwise_exact_and_matches_part_maps(tiny_gen, segm
 
     units = pd.DataFrame({"unit": [5, 0, 10], "strongest_part": ["body", "background", None],
                           "metric": ["area"] * 3, "selectivity": [2.0, 3.0, 1.0]})
-    panels = field_panels(path, table, units, dataclasses.replace(cfg, n_figure_units=2))
+    panels = field_panels(path, table, units, cfg.motion, n_units=2)
     assert [p["unit"] for p in panels["panels"]] == [0, 5]
     assert panels["panels"][0]["flow"].shape == (RES, RES, 2)
     plot_motion_fields(panels, tmp_path / "fields.png")
