@@ -23,7 +23,8 @@ def main(reports: Path = typer.Option(..., help="folder of the pipeline's metric
     used = cli.raw_sections(params, ("models", "world", "train_generator", "train_classifier", "check_models",
                                      "sample_pairs", "similarity", "fit_link", "fit_inn", "invariances", "evaluate_link",
                                      "train_segmenter", "tune_units", "compare_tuning", "cluster", "quantify_parts",
-                                     "analyze_units", "attribute_units", "quantify_motion"))
+                                     "analyze_units", "attribute_units", "quantify_motion", "motion_fields",
+                                     "counterfactuals"))
     page = write_report(reports, out, used, _revision())
     size = out.stat().st_size / 1e6
     print(f"report: {out} ({size:.1f} MB, {len(page.sections)} sections)")

@@ -299,8 +299,33 @@ def _motion(res: Results) -> Section:
             Number("pairs measured", str(m["n_pairs"]), f"backend {m['backend']}"),
         ),
         figures=(res.figure("figures/motion_fields.png",
-                            "Residual motion of the most selective units: arrows show where pixels moved "
+                            "Residual motion of the units most selective for motion: arrows show where pixels moved "
                             "once the global shift is removed; hue is direction (see the wheel)."),))
+
+
+def _counterfactuals(res: Results) -> Section:
+    c = res.json("counterfactuals.json")
+    return Section(
+        "counterfactuals", "What it takes to change the class",
+        "For every ordered pair of classes and several test images, r is shifted step by step until "
+        "the render of the linked w is classified as the target; the units that moved most say what "
+        "the classifier needs changed. Every trajectory is kept, successful or not.",
+        numbers=(
+            Number("trajectories that reached the target", _pct(c["success_rate"] or 0.0),
+                   f"of {c['n_trajectories']} over {c['n_class_pairs']} class pairs"),
+            Number("median steps", "-" if c["median_steps"] is None else f"{c['median_steps']:.0f}",
+                   f"longest successful: {c['max_steps_taken']}"),
+            Number("target probability at the flip", _f(c["final_target_probability_median"] or 0.0, 2), "median"),
+            Number("relative change of r", _f(c["relative_r_change_median"] or 0.0, 2), "median |Δr| / |r|"),
+        ),
+        figures=(
+            res.figure("figures/counterfactual_strips.png",
+                       "Trajectories frame by frame, the target's probability under each frame: look for which "
+                       "parts change first."),
+            res.figure("figures/counterfactual_pairs.png", "Success rate and steps per class pair."),
+            res.figure("figures/counterfactual_units.png",
+                       "The units shifted most toward each target, with their labels from the unit analysis."),
+        ))
 
 
 SECTIONS: tuple[SectionSpec, ...] = (
@@ -316,6 +341,9 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("attribution", ("attribution.json", "figures/attribution_grid.png", "figures/attribution_scores.png",
                                 "figures/attribution_sanity.png"), _attribution),
     SectionSpec("motion", ("motion.json", "figures/motion_fields.png"), _motion),
+    SectionSpec("counterfactuals", ("counterfactuals.json", "figures/counterfactual_strips.png",
+                                    "figures/counterfactual_pairs.png", "figures/counterfactual_units.png"),
+                _counterfactuals),
 )
 
 

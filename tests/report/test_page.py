@@ -71,6 +71,9 @@ def make_reports(root: Path, n_units: int = 20) -> Path:
                             "pointing": 0.3}, "sanity": {"flagged": False, "similarity_all_random": 0.2}}
     _json(root / "attribution.json", {"best_part_mass": "lrp", "best_pointing": "link", "flagged": [],
                                       "n_units": {"selective": 2}, "methods": {"lrp": method, "link": method}})
+    _json(root / "counterfactuals.json", {"success_rate": 0.9, "n_trajectories": 20, "n_class_pairs": 20,
+                                          "median_steps": 4.0, "max_steps_taken": 40,
+                                          "final_target_probability_median": 0.57, "relative_r_change_median": 0.8})
     for name in ("generator", "classifier", "segmenter"):
         (root / "curves").mkdir(parents=True, exist_ok=True)
         (root / "curves" / f"{name}.tsv").write_text("epoch\tloss\n1\t1.0\n2\t0.5\n")
