@@ -152,6 +152,18 @@ def test_quantify_parts_same_bytes_on_one_worker_and_in_process(repo, tmp_path, 
     assert (tmp_path / "c.parquet").read_bytes() == (d / "data/changes.parquet").read_bytes()
 
 
+def test_quantify_motion_same_bytes_in_process_as_on_two_workers(repo, tmp_path):
+    d = repo["dir"]
+    params = yaml.safe_load((d / "params.yaml").read_text())
+    params["cluster"]["n_workers"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run([sys.executable, "stages/quantify_motion.py", "--tuning", "data/tuning.h5", "--segmenter", "data/segmenter.pt",
+          "--out", str(tmp_path / "m.parquet"), "--metrics", str(tmp_path / "m.json"),
+          "--params", str(tmp_path / "params.yaml")], d)
+    assert (tmp_path / "m.parquet").read_bytes() == (d / "data/motion.parquet").read_bytes()
+    assert (tmp_path / "m.json").read_text() == (d / "reports/motion.json").read_text()
+
+
 def test_tune_units_same_bytes_in_process_as_on_two_workers(repo, tmp_path):
     """The quick pipeline tuned on 2 Dask workers; the stage's own process writes the same file."""
     d = repo["dir"]

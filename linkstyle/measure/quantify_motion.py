@@ -27,7 +27,9 @@ from tqdm.auto import tqdm
 
 from linkstyle.core import h5
 from linkstyle.core.config import check
+from linkstyle.core.distribute import BlockTask, ClusterConfig, map_blocks
 from linkstyle.core.errors import UserError
+from linkstyle.core.runtime import resolve_device
 from linkstyle.measure.motion import (
     IMAGE_METRICS,
     IMAGE_PART,
@@ -39,7 +41,8 @@ from linkstyle.measure.motion import (
     tidy,
 )
 from linkstyle.measure.quantify import ground_truth_agreement
-from linkstyle.measure.segmenter import segment_w
+from linkstyle.measure.segmenter import load_segmenter, segment_w
+from linkstyle.models.registry import GeneratorSpec, load_generator
 
 TUNING_FIELDS = ("renders", "w", "units", "seeds", "classes")
 UNITS_COLUMNS = ("unit", "strongest_part", "selectivity")
@@ -124,50 +127,109 @@ def centroid_agreement(shift: np.ndarray, centroid_shift: np.ndarray, residual: 
     return out
 
 
-def quantify_motion(tuning_path: str | os.PathLike, gen, segmenter, cfg: QuantifyMotionConfig,
-                    progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Motion of every (unit, seed) pair of `tuning_path`: the tidy table and summary metrics."""
+def _motion_block(tuning_path, gen, segmenter, block: tuple[int, int], cfg: QuantifyMotionConfig) -> dict:
+    """Motion of the (unit, seed) pairs of units [a, b): table rows, part areas and agreement arrays."""
+    a, b = block
     names = tuple(segmenter.label_names)
     n_parts = len(names)
-    tables, areas, n_area = {}, {}, 0  # per source, so rows come out in the same order for any block size
-    agree = {k: [] for k in ("shift", "c_shift", "resid", "c_resid", "flow_affine", "flow_affine_t", "part_affine",
-                             "part_affine_t")}
     with h5.open_checked(tuning_path, {"": TUNING_FIELDS}, producer="tune_units") as f:
         units, seeds, classes = f["units"][:], f["seeds"][:], f["classes"][:]
-        U, S, T = f["renders"].shape[:3]
-        has_gt = "parts_gt" in f
-        bar = tqdm(total=U * S, desc="quantify_motion", unit="pair", disable=not progress)
-        for a in range(0, U, cfg.units_per_block):
-            b = min(U, a + cfg.units_per_block)
-            n = (b - a) * S
-            block = f["renders"][a:b]
-            first = block[:, :, 0].reshape(n, *block.shape[3:])
-            last = block[:, :, T - 1].reshape(n, *block.shape[3:])
-            keys = pd.DataFrame({"unit": np.repeat(units[a:b], S), "seed": np.tile(seeds, b - a),
-                                 "class": np.tile(classes, b - a)})
-            motion = estimate_motion(first, last, cfg.motion)
-            w = torch.as_tensor(f["w"][a:b, :, 0].reshape(n, -1), device=gen.device)
-            sources = {"segmenter": segment_w(segmenter, gen, w, cfg.batch_size)}
-            if has_gt:
-                gt = f["parts_gt"][a:b]
-                sources["ground_truth"] = gt[:, :, 0].reshape(n, *gt.shape[3:])
-            for source, masks in sources.items():
-                image, per_part = motion_values(motion, masks, n_parts)
-                tables.setdefault(source, []).append(tidy(image, per_part, names, keys, source))
-                areas[source] = areas.get(source, 0) + part_counts(masks, n_parts).sum(0)
-            n_area += n
-            if has_gt:
-                _collect_agreement(agree, motion, per_part, sources["ground_truth"],
-                                   gt[:, :, T - 1].reshape(n, *gt.shape[3:]), names)
-            bar.update(n)
-        bar.close()
+        S, T = f["renders"].shape[1:3]
+        n = (b - a) * S
+        renders = f["renders"][a:b]
+        w = f["w"][a:b, :, 0].reshape(n, -1)
+        gt = f["parts_gt"][a:b] if "parts_gt" in f else None
+    first = renders[:, :, 0].reshape(n, *renders.shape[3:])
+    last = renders[:, :, T - 1].reshape(n, *renders.shape[3:])
+    keys = pd.DataFrame({"unit": np.repeat(units[a:b], S), "seed": np.tile(seeds, b - a),
+                         "class": np.tile(classes, b - a)})
+    motion = estimate_motion(first, last, cfg.motion)
+    sources = {"segmenter": segment_w(segmenter, gen, torch.as_tensor(w, device=gen.device), cfg.batch_size)}
+    if gt is not None:
+        sources["ground_truth"] = gt[:, :, 0].reshape(n, *gt.shape[3:])
+    out = {"n": n, "tables": {}, "areas": {}, "agree": None}
+    for source, masks in sources.items():
+        image, per_part = motion_values(motion, masks, n_parts)
+        out["tables"][source] = tidy(image, per_part, names, keys, source)
+        out["areas"][source] = part_counts(masks, n_parts).sum(0)
+    if gt is not None:
+        out["agree"] = {k: [] for k in AGREEMENT_KEYS}
+        _collect_agreement(out["agree"], motion, per_part, sources["ground_truth"],
+                           gt[:, :, T - 1].reshape(n, *gt.shape[3:]), names)
+    return out
+
+
+AGREEMENT_KEYS = ("shift", "c_shift", "resid", "c_resid", "flow_affine", "flow_affine_t", "part_affine", "part_affine_t")
+
+
+def _motion_blocks(tuning_path, cfg: QuantifyMotionConfig) -> tuple[list[tuple[int, int]], list[int], int]:
+    with h5.open_checked(tuning_path, {"": TUNING_FIELDS}, producer="tune_units") as f:
+        U, S = f["renders"].shape[:2]
+    blocks = [(a, min(U, a + cfg.units_per_block)) for a in range(0, U, cfg.units_per_block)]
+    return blocks, [(b - a) * S for a, b in blocks], U * S
+
+
+def _gather_motion(results, names, cfg: QuantifyMotionConfig, n_pairs: int) -> tuple[pd.DataFrame, dict]:
+    tables, areas, n_area = {}, {}, 0  # per source, so rows come out in the same order for any block size
+    agree = {k: [] for k in AGREEMENT_KEYS}
+    for out in results:
+        for source, t in out["tables"].items():
+            tables.setdefault(source, []).append(t)
+            areas[source] = areas.get(source, 0) + out["areas"][source]
+        n_area += out["n"]
+        if out["agree"] is not None:
+            for k, v in out["agree"].items():
+                agree[k].extend(v)
     table = pd.concat([t for parts in tables.values() for t in parts], ignore_index=True)
     keep = {s: [p for p, a in zip(names, area / max(n_area, 1)) if a >= cfg.min_part_area] for s, area in areas.items()}
     kept = np.zeros(len(table), bool)
     for source, parts in keep.items():
         kept |= (table["source"] == source).to_numpy() & table["part"].isin([IMAGE_PART, *parts]).to_numpy()
     table = table[kept].reset_index(drop=True)
-    return table, _summary(table, keep, agree, names, cfg, U * S)
+    return table, _summary(table, keep, agree, names, cfg, n_pairs)
+
+
+def quantify_motion(tuning_path: str | os.PathLike, gen, segmenter, cfg: QuantifyMotionConfig,
+                    progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Motion of every (unit, seed) pair of `tuning_path`: the tidy table and summary metrics,
+    in this process with the models given."""
+    blocks, sizes, n_pairs = _motion_blocks(tuning_path, cfg)
+
+    def results():
+        with tqdm(total=n_pairs, desc="quantify_motion", unit="pair", disable=not progress) as bar:
+            for block, n in zip(blocks, sizes):
+                yield _motion_block(tuning_path, gen, segmenter, block, cfg)
+                bar.update(n)
+
+    return _gather_motion(results(), tuple(segmenter.label_names), cfg, n_pairs)
+
+
+@dataclass(frozen=True)
+class MotionBlocks(BlockTask):
+    """quantify_motion's work on a Dask worker: the models load once per worker."""
+
+    tuning_path: str
+    generator: GeneratorSpec
+    segmenter_path: str
+    cfg: QuantifyMotionConfig
+
+    def load(self):
+        dev = resolve_device(self.cfg.device, "quantify_motion.device")
+        gen = load_generator(self.generator, dev)
+        return gen, load_segmenter(self.segmenter_path, expected_generator_fingerprint=gen.fingerprint, device=dev)
+
+    def run(self, state, block):
+        return _motion_block(self.tuning_path, *state, block, self.cfg)
+
+
+def quantify_motion_distributed(tuning_path, generator: GeneratorSpec, segmenter_path, names: tuple[str, ...],
+                                cfg: QuantifyMotionConfig, cluster: ClusterConfig,
+                                progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """`quantify_motion` with blocks of units on Dask workers; the same table for any number of workers."""
+    blocks, sizes, n_pairs = _motion_blocks(tuning_path, cfg)
+    task = MotionBlocks(str(tuning_path), generator, str(segmenter_path), cfg)
+    results = map_blocks(task, blocks, cluster, sizes=sizes, desc="quantify_motion", unit="pair", progress=progress)
+    return _gather_motion(results, names, cfg, n_pairs)
 
 
 def centroid_affine(c0: np.ndarray, c1: np.ndarray, use: np.ndarray) -> np.ndarray:
