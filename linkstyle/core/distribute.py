@@ -80,12 +80,16 @@ _STATE: dict = {}
 def _set_threads(n: int) -> None:
     import torch
 
+    # Also what `runtime.cpu_threads` reports, so thread pools sized from it (DIS flow,
+    # joblib) keep to the worker's share of the cores.
+    os.environ["LINKSTYLE_THREADS"] = str(n)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
 
 def _execute(task: BlockTask, block: Any, threads: int) -> Any:
     key = task.cache_key()
+    _set_threads(threads)
     if key not in _STATE:
         _STATE.clear()  # a new task (another stage in a long-lived worker): free the old models
         _STATE[key] = task.load()
@@ -118,6 +122,7 @@ def map_blocks(task: BlockTask, blocks: Sequence[Any], cfg: ClusterConfig, *, si
     n_workers = local_workers(cfg)
     try:
         if not cfg.scheduler and n_workers == 0:
+            _set_threads(cfg.threads_per_worker)
             state = task.load()
             _set_threads(cfg.threads_per_worker)
             for b, n in zip(blocks, sizes):
