@@ -9,6 +9,7 @@ from linkstyle.core import cli
 from linkstyle.core.distribute import ClusterConfig
 from linkstyle.core.io import atomic_path, write_json
 from linkstyle.core.runtime import progress_enabled, resolve_device
+from linkstyle.measure.motion_pump import pump_paths
 from linkstyle.measure.quantify_motion import QuantifyMotionConfig, quantify_motion_distributed
 from linkstyle.measure.segmenter import load_segmenter
 from linkstyle.models.registry import GeneratorSpec, load_generator
@@ -27,6 +28,8 @@ def main(tuning: Path = typer.Option(..., help="tuning HDF5 (stage tune_units)")
     seg = load_segmenter(segmenter, expected_generator_fingerprint=gen.fingerprint, device=gen.device)
     names = tuple(seg.label_names)
     del gen, seg
+    if cfg.motion.backend == "pump":
+        pump_paths(cfg.motion)
     start = time.perf_counter()
     table, summary = quantify_motion_distributed(tuning, spec, segmenter, names, cfg, cluster, progress=progress_enabled())
     seconds = time.perf_counter() - start

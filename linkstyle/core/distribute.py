@@ -107,7 +107,7 @@ def _client(cfg: ClusterConfig, n_workers: int):
             raise UserError(f"cluster.scheduler: cannot reach {cfg.scheduler} ({type(e).__name__}); start the "
                             "scheduler and workers (README 'Scale out') or leave it empty for a local cluster") from None
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)
+                           silence_logs=logging.CRITICAL)  # a block's UserError reaches the stage as one line
     return Client(cluster), cluster
 
 
