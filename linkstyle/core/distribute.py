@@ -122,12 +122,23 @@ def map_blocks(task: BlockTask, blocks: Sequence[Any], cfg: ClusterConfig, *, si
     n_workers = local_workers(cfg)
     try:
         if not cfg.scheduler and n_workers == 0:
-            _set_threads(cfg.threads_per_worker)
-            state = task.load()
-            _set_threads(cfg.threads_per_worker)
-            for b, n in zip(blocks, sizes):
-                yield task.run(state, b)
-                bar.update(n)
+            import torch
+
+            # In this process: the worker's thread settings for the blocks, then the caller's back.
+            env, threads = os.environ.get("LINKSTYLE_THREADS"), torch.get_num_threads()
+            try:
+                _set_threads(cfg.threads_per_worker)
+                state = task.load()
+                _set_threads(cfg.threads_per_worker)
+                for b, n in zip(blocks, sizes):
+                    yield task.run(state, b)
+                    bar.update(n)
+            finally:
+                torch.set_num_threads(threads)
+                if env is None:
+                    os.environ.pop("LINKSTYLE_THREADS", None)
+                else:
+                    os.environ["LINKSTYLE_THREADS"] = env
             return
         client, cluster = _client(cfg, n_workers)
         try:
