@@ -8,11 +8,11 @@ import typer
 from linkstyle.core import cli
 from linkstyle.core.distribute import ClusterConfig
 from linkstyle.core.io import atomic_path, write_json
-from linkstyle.core.runtime import progress_enabled, resolve_device
+from linkstyle.core.runtime import progress_enabled
 from linkstyle.measure.motion_pump import pump_paths
+from linkstyle.measure.quantify import load_measuring_models
 from linkstyle.measure.quantify_motion import QuantifyMotionConfig, quantify_motion_distributed
-from linkstyle.measure.segmenter import load_segmenter
-from linkstyle.models.registry import GeneratorSpec, load_generator
+from linkstyle.models.registry import GeneratorSpec
 
 
 def main(tuning: Path = typer.Option(..., help="tuning HDF5 (stage tune_units)"),
@@ -24,10 +24,7 @@ def main(tuning: Path = typer.Option(..., help="tuning HDF5 (stage tune_units)")
     cluster = cli.section(params, "cluster", ClusterConfig)
     spec = cli.section(params, "models.generator", GeneratorSpec)
     # Checked here once, so that bad input is one line before any worker starts.
-    gen = load_generator(spec, resolve_device(cfg.device, f"{params}: quantify_motion.device"))
-    seg = load_segmenter(segmenter, expected_generator_fingerprint=gen.fingerprint, device=gen.device)
-    names = tuple(seg.label_names)
-    del gen, seg
+    names = tuple(load_measuring_models(spec, segmenter, cfg.device, f"{params}: quantify_motion.device")[1].label_names)
     if cfg.motion.backend == "pump":
         pump_paths(cfg.motion)
     start = time.perf_counter()

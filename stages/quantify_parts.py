@@ -7,14 +7,14 @@ import typer
 from linkstyle.core import cli
 from linkstyle.core.distribute import ClusterConfig
 from linkstyle.core.io import atomic_path, write_json
-from linkstyle.core.runtime import progress_enabled, resolve_device
+from linkstyle.core.runtime import progress_enabled
 from linkstyle.measure.quantify import (
     QuantifyConfig,
     ground_truth_agreement,
+    load_measuring_models,
     quantify_tuning_distributed,
 )
-from linkstyle.measure.segmenter import load_segmenter
-from linkstyle.models.registry import GeneratorSpec, load_generator
+from linkstyle.models.registry import GeneratorSpec
 
 
 def main(tuning: Path = typer.Option(..., help="tuning HDF5 (stage tune_units)"),
@@ -27,9 +27,7 @@ def main(tuning: Path = typer.Option(..., help="tuning HDF5 (stage tune_units)")
     cluster = cli.section(params, "cluster", ClusterConfig)
     spec = cli.section(params, "models.generator", GeneratorSpec)
     # Checked here once, so that bad input is one line before any worker starts.
-    gen = load_generator(spec, resolve_device(cfg.device, f"{params}: quantify_parts.device"))
-    load_segmenter(segmenter, expected_generator_fingerprint=gen.fingerprint, device=gen.device)
-    del gen
+    load_measuring_models(spec, segmenter, cfg.device, f"{params}: quantify_parts.device")
     meas, ch = quantify_tuning_distributed(tuning, spec, segmenter, cfg, cluster, progress=progress_enabled())
     for df, path in ((meas, measures), (ch, changes)):
         with atomic_path(path) as tmp:

@@ -145,6 +145,13 @@ def quantify_tuning(tuning_path, gen, segmenter, cfg: QuantifyConfig, progress: 
     return _gather(results(), T, cfg)
 
 
+def load_measuring_models(generator: GeneratorSpec, segmenter_path, device: str, where: str):
+    """The generator and the segmenter trained for it, on `device` (named by param `where`):
+    what the quantification stages load, in the stage to check the inputs and once per worker."""
+    gen = load_generator(generator, resolve_device(device, where))
+    return gen, load_segmenter(segmenter_path, expected_generator_fingerprint=gen.fingerprint, device=gen.device)
+
+
 @dataclass(frozen=True)
 class QuantifyBlocks(BlockTask):
     """quantify_parts' work on a Dask worker: the models load once per worker."""
@@ -155,9 +162,7 @@ class QuantifyBlocks(BlockTask):
     cfg: QuantifyConfig
 
     def load(self):
-        dev = resolve_device(self.cfg.device, "quantify_parts.device")
-        gen = load_generator(self.generator, dev)
-        return gen, load_segmenter(self.segmenter_path, expected_generator_fingerprint=gen.fingerprint, device=dev)
+        return load_measuring_models(self.generator, self.segmenter_path, self.cfg.device, "quantify_parts.device")
 
     def run(self, state, block):
         return _quantify_block(self.tuning_path, *state, block, self.cfg)

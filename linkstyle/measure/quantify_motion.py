@@ -29,7 +29,6 @@ from linkstyle.core import h5
 from linkstyle.core.config import check
 from linkstyle.core.distribute import BlockTask, ClusterConfig, map_blocks
 from linkstyle.core.errors import UserError
-from linkstyle.core.runtime import resolve_device
 from linkstyle.measure.motion import (
     IMAGE_METRICS,
     IMAGE_PART,
@@ -40,9 +39,9 @@ from linkstyle.measure.motion import (
     motion_values,
     tidy,
 )
-from linkstyle.measure.quantify import ground_truth_agreement
-from linkstyle.measure.segmenter import load_segmenter, segment_w
-from linkstyle.models.registry import GeneratorSpec, load_generator
+from linkstyle.measure.quantify import ground_truth_agreement, load_measuring_models
+from linkstyle.measure.segmenter import segment_w
+from linkstyle.models.registry import GeneratorSpec
 
 TUNING_FIELDS = ("renders", "w", "units", "seeds", "classes")
 UNITS_COLUMNS = ("unit", "strongest_part", "selectivity")
@@ -214,9 +213,7 @@ class MotionBlocks(BlockTask):
     cfg: QuantifyMotionConfig
 
     def load(self):
-        dev = resolve_device(self.cfg.device, "quantify_motion.device")
-        gen = load_generator(self.generator, dev)
-        return gen, load_segmenter(self.segmenter_path, expected_generator_fingerprint=gen.fingerprint, device=dev)
+        return load_measuring_models(self.generator, self.segmenter_path, self.cfg.device, "quantify_motion.device")
 
     def run(self, state, block):
         return _motion_block(self.tuning_path, *state, block, self.cfg)
