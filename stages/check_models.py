@@ -22,10 +22,11 @@ from linkstyle.world.store import load_world
 def main(world: Path = typer.Option(..., help="world HDF5 (real images)"),
          metrics: Path = typer.Option(..., help="metrics JSON to write"),
          figure: Path = typer.Option(..., help="sample figure PNG to write"),
+         class_means: Path = typer.Option(..., help="per-class mean w JSON (stage class_means): truncation pulls toward it"),
          params: Path = typer.Option(Path("params.yaml"), help="params file; reads check_models and models")):
     cfg = cli.section(params, "check_models", QualityConfig)
     dev = resolve_device(cfg.device, f"{params}: check_models.device")
-    gen = load_generator(cli.section(params, "models.generator", GeneratorSpec), dev)
+    gen = load_generator(cli.section(params, "models.generator", GeneratorSpec), dev, class_means)
     clf = load_classifier(cli.section(params, "models.classifier", ClassifierSpec), dev)
     check_pairing(gen, clf)
     n = cfg.n_per_class * gen.n_classes

@@ -11,6 +11,7 @@ from linkstyle.link.pairs import PairsConfig, sample_pairs
 from linkstyle.models.registry import (
     ClassifierSpec,
     GeneratorSpec,
+    check_pairing,
     load_classifier,
     load_generator,
 )
@@ -18,11 +19,13 @@ from linkstyle.models.registry import (
 
 def main(out: Path = typer.Option(..., help="pairs HDF5 to write"),
          metrics: Path = typer.Option(..., help="metrics JSON to write"),
+         class_means: Path = typer.Option(..., help="per-class mean w JSON (stage class_means): truncation pulls toward it"),
          params: Path = typer.Option(Path("params.yaml"), help="params file; reads sample_pairs and models")):
     cfg = cli.section(params, "sample_pairs", PairsConfig)
     dev = resolve_device(cfg.device, f"{params}: sample_pairs.device")
-    gen = load_generator(cli.section(params, "models.generator", GeneratorSpec), dev)
+    gen = load_generator(cli.section(params, "models.generator", GeneratorSpec), dev, class_means)
     clf = load_classifier(cli.section(params, "models.classifier", ClassifierSpec), dev)
+    check_pairing(gen, clf)
     fps = {"generator_fingerprint": gen.fingerprint, "classifier_fingerprint": clf.fingerprint}
     stats = sample_pairs(gen, clf, cfg, out, fps, progress=progress_enabled())
     acc = {split: {c: s["acceptance"] for c, s in st.items()} for split, st in stats.items()}

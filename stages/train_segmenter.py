@@ -16,10 +16,11 @@ def main(masks: Path = typer.Option(..., help="folder of user masks (used when t
          out: Path = typer.Option(..., help="segmenter checkpoint to write"),
          metrics: Path = typer.Option(..., help="metrics JSON to write"),
          curves: Path = typer.Option(..., help="per-epoch training curves TSV to write (a DVC plot)"),
+         class_means: Path = typer.Option(..., help="per-class mean w JSON (stage class_means): truncation pulls toward it"),
          params: Path = typer.Option(Path("params.yaml"), help="params file; reads train_segmenter and models.generator")):
     cfg = cli.section(params, "train_segmenter", FewShotConfig)
     gen = load_generator(cli.section(params, "models.generator", GeneratorSpec),
-                         resolve_device(cfg.device, f"{params}: train_segmenter.device"))
+                         resolve_device(cfg.device, f"{params}: train_segmenter.device"), class_means)
     model, m, history = fit_segmenter(gen, cfg, masks, progress=progress_enabled())
     write_curves(curves, {k: history[k] for k in ("loss", "pixel_acc", "lr")})
     save_segmenter(out, model, gen.fingerprint, info=m)

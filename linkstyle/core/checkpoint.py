@@ -58,8 +58,9 @@ def fingerprint(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-def load_state_strict(model: nn.Module, state: dict, path: str | os.PathLike, expected: str) -> None:
-    """Load `state` into `model`, every key and shape checked; mismatches are one-line UserErrors."""
+def load_state_strict(model: nn.Module, state: dict, path: str | os.PathLike, expected: str, assign: bool = False) -> None:
+    """Load `state` into `model`, every key and shape checked; mismatches are one-line UserErrors.
+    `assign`: take the tensors themselves (for a model built on the meta device)."""
     want = model.state_dict()
     missing = [k for k in want if k not in state]
     unexpected = [k for k in state if k not in want]
@@ -70,7 +71,7 @@ def load_state_strict(model: nn.Module, state: dict, path: str | os.PathLike, ex
         if not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape:
             got = tuple(state[k].shape) if isinstance(state[k], torch.Tensor) else type(state[k]).__name__
             raise UserError(f"{path}: key '{k}' has shape {got}, expected {tuple(v.shape)}; expected {expected}")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
 
 
 def save_module(path: str | os.PathLike, kind: str, module: nn.Module, **extra: Any) -> None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import warnings
+from typing import Callable, TypeVar
 
 import torch
 from torch import nn
 
 from linkstyle.core.errors import UserError
 
+T = TypeVar("T")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -78,3 +81,29 @@ def module_device(module: nn.Module) -> torch.device:
 def progress_enabled() -> bool:
     """Progress bars on unless LINKSTYLE_PROGRESS=0 (the tests turn them off)."""
     return os.environ.get("LINKSTYLE_PROGRESS", "1") != "0"
+
+
+def batched(fn: Callable[[int, int], T], n: int, batch_size: int, device: torch.device | str = "cpu") -> list[T]:
+    """[fn(a, b) for consecutive ranges of at most batch_size] over range(n).
+
+    On CUDA, an out-of-memory batch is retried at half the size (and later batches stay
+    at that size), so a batch_size too large for the card's free memory adapts instead
+    of failing. Callers' results never depend on the batch size, so neither do outputs.
+    """
+    out: list[T] = []
+    a, bs = 0, max(1, int(batch_size))
+    while a < n:
+        b = min(n, a + bs)
+        try:
+            out.append(fn(a, b))
+        except torch.cuda.OutOfMemoryError:
+            if bs == 1:
+                raise UserError(f"{torch.device(device)}: out of memory even at batch size 1; use a larger GPU "
+                                "or device: cpu") from None
+            bs = max(1, bs // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            warnings.warn(f"out of GPU memory at batch size {b - a}: continuing at {bs}", RuntimeWarning, stacklevel=2)
+            continue
+        a = b
+    return out

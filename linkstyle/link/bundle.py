@@ -40,7 +40,7 @@ def load_linked(gen_spec: GeneratorSpec, clf_spec: ClassifierSpec, link_path: st
                 pairs_path: str | os.PathLike, split: str, keys: tuple[str, ...], device: torch.device) -> Linked:
     gen, clf = load_generator(gen_spec, device), load_classifier(clf_spec, device)
     fps = {"generator_fingerprint": gen.fingerprint, "classifier_fingerprint": clf.fingerprint}
-    data = load_pairs(pairs_path, split, keys, expect=fps)
+    data = load_pairs(pairs_path, split, keys, expect=fps, r_dim=clf.n_units)
     fps["pairs_fingerprint"] = fingerprint(pairs_path)
     link = load_link(link_path, r_dim=clf.n_units, w_dim=gen.w_dim, device=device,
                      expect={"pairs_fingerprint": fps["pairs_fingerprint"]})

@@ -108,9 +108,14 @@ def sample_pairs(gen, clf, cfg: PairsConfig, path: str | os.PathLike, fingerprin
 
 
 def load_pairs(path: str | os.PathLike, split: str, fields: tuple[str, ...] = DATASETS,
-               expect: dict | None = None) -> dict:
-    """Arrays of one split; `expect` maps attribute names (fingerprints, dims) to required values."""
+               expect: dict | None = None, r_dim: int | None = None) -> dict:
+    """Arrays of one split; `expect` maps attribute names (fingerprints, dims) to required values;
+    `r_dim`, the width of the classifier in use, is checked first (the commonest mix-up)."""
     with h5.open_checked(path, {split: fields}, producer="sample_pairs") as f:
+        if r_dim is not None and "r" in f[split] and f[split]["r"].shape[1] != r_dim:
+            raise UserError(f"{path}: pairs have r of {f[split]['r'].shape[1]} units but the classifier in "
+                            f"models.classifier has a {r_dim}-unit penultimate layer; point models.classifier at the "
+                            "classifier the pairs were made with, or rerun dvc repro sample_pairs")
         for key, value in (expect or {}).items():
             have = h5.get_attr(f, key)
             if have != value:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from linkstyle.core.images import to_unit
-from linkstyle.core.runtime import module_device
+from linkstyle.core.runtime import batched, module_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,6 +38,7 @@ class Classifier(nn.Module):
     """
 
     arch = "base"
+    amp = False  # mixed precision on CUDA (models.classifier.amp); honoured by the torchvision backend
 
     def __init__(self, class_names: Sequence[str], n_units: int, input_resolution: int, resize_to: int,
                  mean: Sequence[float], std: Sequence[float]) -> None:
@@ -106,15 +107,16 @@ class Classifier(nn.Module):
         """(r [N, n_units], logits [N, n_classes]), float32 on CPU, in eval mode."""
         was_training = self.training
         self.eval()  # batch statistics would make r depend on the batch
-        rs, ls = [], []
+        def encode(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+            r = self.features(self.preprocess(images[a:b]))
+            return r.float().cpu(), self.logits_from_r(r).float().cpu()
+
         try:
             with torch.inference_mode():
-                for i in range(0, len(images), batch_size):
-                    r = self.features(self.preprocess(images[i : i + batch_size]))
-                    rs.append(r.float().cpu())
-                    ls.append(self.logits_from_r(r).float().cpu())
+                out = batched(encode, len(images), batch_size, self.device)
         finally:
             self.train(was_training)
-        if not rs:
+        if not out:
             return torch.zeros(0, self.n_units), torch.zeros(0, self.n_classes)
+        rs, ls = zip(*out)
         return torch.cat(rs), torch.cat(ls)

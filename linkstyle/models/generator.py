@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from linkstyle.core.errors import UserError
-from linkstyle.core.runtime import module_device
+from linkstyle.core.runtime import batched, module_device
 
 
 class Generator(nn.Module):
@@ -38,6 +38,8 @@ class Generator(nn.Module):
     resolution: int
     class_names: tuple[str, ...]
     part_names: tuple[str, ...] | None = None
+    _class_means: torch.Tensor | None = None  # set_class_means: the cached means of stage class_means
+    amp: bool = False  # mixed precision on CUDA (models.generator.amp)
 
     # -- to implement ------------------------------------------------------------------
     def _map(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -61,6 +63,14 @@ class Generator(nn.Module):
         return self._synthesis(w, False)[0], self._parts(w)
 
     # -- shared ----------------------------------------------------------------------------
+    def set_class_means(self, means: torch.Tensor | np.ndarray) -> None:
+        """Truncate toward these per-class means [n_classes, w_dim] (stage class_means' output)."""
+        means = torch.as_tensor(np.asarray(means), dtype=torch.float32)
+        if tuple(means.shape) != (self.n_classes, self.w_dim):
+            raise UserError(f"class means have shape {list(means.shape)}, but this generator has {self.n_classes} "
+                            f"classes and w_dim {self.w_dim}; rerun dvc repro class_means")
+        self._class_means = means.to(self.device)
+
     @property
     def device(self) -> torch.device:
         return module_device(self)
@@ -88,7 +98,7 @@ class Generator(nn.Module):
         c = torch.as_tensor(classes, device=self.device)
         w = self._map(z, c)
         if psi != 1.0:
-            mean = self.class_mean_w()[c]
+            mean = (self._class_means if self._class_means is not None else self.class_mean_w())[c]
             w = mean + psi * (w - mean)
         return w
 
@@ -104,7 +114,7 @@ class Generator(nn.Module):
     def synthesize(self, w: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Images in [-1, 1], [N, 3, H, W], on the generator's device."""
         w = self._check_w(w)
-        out = [self._synthesis(w[i : i + batch_size], False)[0] for i in range(0, len(w), batch_size)]
+        out = batched(lambda a, b: self._synthesis(w[a:b], False)[0], len(w), batch_size, self.device)
         return torch.cat(out) if out else torch.zeros(0, 3, self.resolution, self.resolution, device=self.device)
 
     @torch.inference_mode()
@@ -117,13 +127,13 @@ class Generator(nn.Module):
         w = self._check_w(w)
         if self.part_names is None:
             return None
-        return torch.cat([self._parts(w[i : i + batch_size]) for i in range(0, len(w), batch_size)])
+        return torch.cat(batched(lambda a, b: self._parts(w[a:b]), len(w), batch_size, self.device))
 
     @torch.inference_mode()
     def render(self, w: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(images in [-1, 1] [N, 3, H, W], part labels uint8 [N, H, W] or None), batched."""
         w = self._check_w(w)
-        out = [self._render(w[i : i + batch_size]) for i in range(0, len(w), batch_size)]
+        out = batched(lambda a, b: self._render(w[a:b]), len(w), batch_size, self.device)
         if not out:
             return self.synthesize(w), self.part_maps(w)
         images = torch.cat([o[0] for o in out])

@@ -1,18 +1,21 @@
 """The model seam: every stage loads its generator and classifier through here.
 
-A model is described by a spec from params.yaml (`models.generator`, `models.classifier`):
+A model is described by a spec from params.yaml (`models.generator`, `models.classifier`),
+whose `kind` picks the backend (docs/models.md has every key and the plugin interface):
 
-    kind: builtin          # a checkpoint written by this pipeline (train_generator / train_classifier)
-    path: data/generator.pt
+- generator `builtin`: a checkpoint written by train_generator (`path`);
+- generator `stylegan`: a StyleGAN-XL / StyleGAN2-ADA / StyleGAN3 network pickle (`path`,
+  key `G_ema`) plus `code`, the checkout of the code that wrote it (`stylegan_pickle`);
+- classifier `builtin`: a checkpoint written by train_classifier;
+- classifier `torchvision`: `arch` (resnet50, vgg16, ...) with a state-dict file
+  (`torchvision_classifier`);
+- either `plugin`: `factory: package.module:function`, called with `options` (and `path`
+  when given), returning a `Generator` / `Classifier` (`plugin`).
 
-or, for a classifier, `kind: torchvision_resnet50` with the path of a
-`torchvision.models.resnet50().state_dict()` file plus optional `class_indices` and
-`class_names` (which ImageNet outputs are the generator's classes). Backends for
-StyleGAN pickles, torchvision models by name and plugins register here as further kinds.
-
-Saved built-in models use the one persistence idiom of `linkstyle.core.checkpoint`
-(state dict + config naming its `arch`, rebuilt through `GENERATORS` / `CLASSIFIERS`,
-read with weights_only=True).
+Classes of ImageNet-scale models are chosen by `preset` (dogs, fungi, birds, cars:
+`presets`) or by `class_indices` + `class_names`. Saved built-in models use the one
+persistence idiom of `linkstyle.core.checkpoint` (state dict + config naming its `arch`,
+rebuilt through `GENERATORS` / `CLASSIFIERS`, read with weights_only=True).
 """
 
 from __future__ import annotations
@@ -21,21 +24,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 from linkstyle.core.checkpoint import fingerprint, load_module
 from linkstyle.core.config import check
 from linkstyle.core.errors import UserError
+from linkstyle.models.class_means import read_class_means
 from linkstyle.models.classifier import Classifier
 from linkstyle.models.generator import Generator
-from linkstyle.models.resnet50 import ResNet50, load_torchvision_resnet50
+from linkstyle.models.plugin import load_plugin
+from linkstyle.models.presets import resolve_classes
 from linkstyle.models.small_resnet import SmallResNet
 from linkstyle.models.stylegen import StyleGen
 
 GENERATORS: dict[str, type] = {"stylegen": StyleGen}
-CLASSIFIERS: dict[str, type] = {SmallResNet.arch: SmallResNet, ResNet50.arch: ResNet50}
-GENERATOR_KINDS = ("builtin",)
-CLASSIFIER_KINDS = ("builtin", "torchvision_resnet50")
+CLASSIFIERS: dict[str, type] = {SmallResNet.arch: SmallResNet}
+GENERATOR_KINDS = ("builtin", "stylegan", "plugin")
+CLASSIFIER_KINDS = ("builtin", "torchvision", "plugin")
+_RENAMED = {"torchvision_resnet50": "kind: torchvision with arch: resnet50"}
 
 
 @dataclass(frozen=True)
@@ -43,11 +50,24 @@ class GeneratorSpec:
     """params.yaml `models.generator`."""
 
     kind: str = "builtin"
-    path: str = "data/generator.pt"
+    path: Optional[str] = "data/generator.pt"
+    code: Optional[str] = None             # stylegan: checkout of the pickle's code; plugin: folder put on sys.path
+    factory: Optional[str] = None          # plugin: package.module:function
+    options: Optional[dict] = None         # plugin: keyword arguments of the factory
+    preset: Optional[str] = None           # stylegan/plugin: dogs, fungi, birds, cars
+    class_indices: Optional[tuple[int, ...]] = None  # stylegan: which of c_dim conditions are the classes
+    class_names: Optional[tuple[str, ...]] = None
+    feature_layers: Optional[tuple[str, ...]] = None  # stylegan: synthesis layers hooked for the segmenter
+    amp: bool = False                      # mixed precision (float16 autocast) on CUDA
 
     def __post_init__(self):
         check(self.kind in GENERATOR_KINDS, "kind", f"must be one of {', '.join(GENERATOR_KINDS)}, got {self.kind!r}")
-        check(bool(self.path), "path", "must name the generator's checkpoint file")
+        check(self.kind == "plugin" or bool(self.path), "path", "must name the generator's checkpoint file")
+        check(self.kind != "stylegan" or bool(self.code), "code", "must name the checkout of the code that wrote "
+              "the pickle (e.g. a clone of github.com/autonomousvision/stylegan-xl)")
+        check(self.kind != "plugin" or bool(self.factory), "factory", "must name the plugin as package.module:function")
+        check(self.kind != "builtin" or (self.preset is None and self.class_indices is None and self.class_names is None),
+              "preset", "and class_indices/class_names do not apply to a builtin generator; it stores its classes")
 
 
 @dataclass(frozen=True)
@@ -55,15 +75,26 @@ class ClassifierSpec:
     """params.yaml `models.classifier`."""
 
     kind: str = "builtin"
-    path: str = "data/classifier.pt"
-    class_indices: Optional[tuple[int, ...]] = None  # torchvision_resnet50: which outputs are the classes
+    path: Optional[str] = "data/classifier.pt"
+    arch: Optional[str] = None             # torchvision: resnet50, resnet18, vgg16, alexnet, densenet201, ...
+    code: Optional[str] = None             # plugin: folder put on sys.path
+    factory: Optional[str] = None
+    options: Optional[dict] = None
+    preset: Optional[str] = None           # torchvision/plugin: dogs, fungi, birds, cars
+    class_indices: Optional[tuple[int, ...]] = None  # which outputs are the classes, in the generator's order
     class_names: Optional[tuple[str, ...]] = None
+    amp: bool = False
 
     def __post_init__(self):
+        if self.kind in _RENAMED:
+            raise UserError(f"kind {self.kind!r} was renamed: use {_RENAMED[self.kind]}")
         check(self.kind in CLASSIFIER_KINDS, "kind", f"must be one of {', '.join(CLASSIFIER_KINDS)}, got {self.kind!r}")
-        check(bool(self.path), "path", "must name the classifier's weights file")
-        check(self.kind != "builtin" or (self.class_indices is None and self.class_names is None), "class_indices",
-              "and class_names apply to torchvision_resnet50 only; a builtin classifier stores its classes")
+        check(self.kind == "plugin" or bool(self.path), "path", "must name the classifier's weights file")
+        check(self.kind != "torchvision" or bool(self.arch), "arch", "must name the torchvision architecture, e.g. resnet50")
+        check(self.kind != "plugin" or bool(self.factory), "factory", "must name the plugin as package.module:function")
+        check(self.kind != "builtin" or (self.preset is None and self.class_indices is None and self.class_names is None),
+              "preset", "and class_indices/class_names apply to torchvision and plugin classifiers; a builtin one "
+              "stores its classes")
 
 
 def _exists(path: str, param: str, producer: str) -> None:
@@ -72,23 +103,62 @@ def _exists(path: str, param: str, producer: str) -> None:
                         f"run dvc repro {producer}")
 
 
-def load_generator(spec: GeneratorSpec, device: str | torch.device = "cpu") -> Generator:
-    """The generator a spec names, in eval mode on `device`; `.fingerprint` is its file's hash."""
-    _exists(spec.path, "models.generator.path", "train_generator")
-    gen, _ = load_module(spec.path, "generator", GENERATORS, producer="train_generator", device=device)
-    gen.fingerprint = fingerprint(spec.path)
+def load_generator(spec: GeneratorSpec, device: str | torch.device = "cpu",
+                   class_means: str | Path | None = None) -> Generator:
+    """The generator a spec names, in eval mode on `device`; `.fingerprint` identifies it.
+
+    `class_means`: the file stage class_means wrote; truncation then pulls toward those
+    means (stages that truncate pass it, so every backend truncates the same way).
+    """
+    if spec.kind == "stylegan":
+        from linkstyle.models.stylegan_pickle import StyleGANPickle, read_network_pickle
+
+        indices, names = resolve_classes(spec.preset, spec.class_indices, spec.class_names, "models.generator")
+        gen = StyleGANPickle(read_network_pickle(spec.path, spec.code), indices, names, spec.feature_layers, spec.amp)
+        gen = gen.to(device).eval()
+        gen.fingerprint = fingerprint(spec.path)
+    elif spec.kind == "plugin":
+        indices, names = resolve_classes(spec.preset, spec.class_indices, spec.class_names, "models.generator")
+        gen, gen.fingerprint = load_plugin(spec, Generator, "models.generator", device, indices, names)
+    else:
+        _exists(spec.path, "models.generator.path", "train_generator")
+        gen, _ = load_module(spec.path, "generator", GENERATORS, producer="train_generator", device=device)
+        gen.fingerprint = fingerprint(spec.path)
+    gen.amp = spec.amp
+    if class_means is not None:
+        gen.set_class_means(class_means_for(class_means, gen))
     return gen
 
 
 def load_classifier(spec: ClassifierSpec, device: str | torch.device = "cpu") -> Classifier:
-    """The classifier a spec names, in eval mode on `device`; `.fingerprint` is its file's hash."""
-    _exists(spec.path, "models.classifier.path", "train_classifier")
-    if spec.kind == "torchvision_resnet50":
-        clf = load_torchvision_resnet50(spec.path, spec.class_indices, spec.class_names, device)
+    """The classifier a spec names, in eval mode on `device`; `.fingerprint` identifies it."""
+    if spec.kind == "torchvision":
+        from linkstyle.models.torchvision_classifier import load_torchvision
+
+        indices, names = resolve_classes(spec.preset, spec.class_indices, spec.class_names, "models.classifier")
+        clf = load_torchvision(spec.arch, spec.path, indices, names, device)
+        clf.fingerprint = fingerprint(spec.path)
+    elif spec.kind == "plugin":
+        indices, names = resolve_classes(spec.preset, spec.class_indices, spec.class_names, "models.classifier")
+        clf, clf.fingerprint = load_plugin(spec, Classifier, "models.classifier", device, indices, names)
     else:
+        _exists(spec.path, "models.classifier.path", "train_classifier")
         clf, _ = load_module(spec.path, "classifier", CLASSIFIERS, producer="train_classifier", device=device)
-    clf.fingerprint = fingerprint(spec.path)
+        clf.fingerprint = fingerprint(spec.path)
+    clf.amp = spec.amp
     return clf
+
+
+def class_means_for(path: str | Path, gen: Generator) -> np.ndarray:
+    """The per-class mean w that stage class_means wrote for this generator."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: class means not found; run dvc repro class_means")
+    means, doc = read_class_means(path)
+    if doc.get("generator") != gen.fingerprint:
+        raise UserError(f"{path}: written for another generator (fingerprint {str(doc.get('generator'))[:16]}); "
+                        "run dvc repro class_means")
+    return means
 
 
 def check_pairing(gen: Generator, clf: Classifier) -> None:

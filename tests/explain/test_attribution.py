@@ -30,7 +30,7 @@ from linkstyle.link.pairs import PairsConfig, load_pairs, sample_pairs
 from linkstyle.link.store import save_link
 from linkstyle.models.attribution_ready import attribution_ready, cascade_layers, randomised
 from linkstyle.models.classifier import Classifier
-from linkstyle.models.resnet50 import ResNet50
+from linkstyle.models.torchvision_classifier import TorchvisionClassifier
 from linkstyle.world.procedural import CLASS_NAMES, PART_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +117,7 @@ def test_ready_copy_is_hook_safe_and_equal(tiny_clf):
 
 def test_resnet50_reused_inplace_relus_become_separate_modules():
     torch.manual_seed(0)
-    clf = ResNet50(class_indices=[3, 1]).eval()
+    clf = TorchvisionClassifier("resnet50", class_indices=[3, 1]).eval()
     net = attribution_ready(clf, "logits", image_resolution=32)
     relus = [m for m in net.modules() if isinstance(m, nn.ReLU)]
     assert len(relus) == 1 + 3 * 16 and len({id(m) for m in relus}) == len(relus) and not any(m.inplace for m in relus)

@@ -11,7 +11,6 @@ from linkstyle.models.classifier_training import (
     train_classifier,
 )
 from linkstyle.models.registry import ClassifierSpec, load_classifier
-from linkstyle.models.resnet50 import ResNet50, load_torchvision_resnet50
 from linkstyle.models.small_resnet import SmallResNet
 from linkstyle.world.procedural import CLASS_NAMES, WorldConfig, make_split
 
@@ -63,28 +62,3 @@ def test_bad_training_params_are_one_line_errors():
         ClassifierTrainConfig(batch_size=1)
     with pytest.raises(UserError, match="stem_stride"):
         ClassifierTrainConfig(stem_stride=3)
-
-
-def test_torchvision_resnet50_state_dict_loads(tmp_path):
-    torch.manual_seed(0)
-    ref = ResNet50(n_outputs=10).eval()
-    # As a training script would save it: DataParallel prefix, wrapped in a dict.
-    state = {"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}
-    p = tmp_path / "r50.pt"
-    torch.save(state, p)
-    m = load_torchvision_resnet50(p, class_indices=[3, 7], class_names=["a", "b"])
-    assert m.n_units == 2048 and m.class_names == ("a", "b")
-    x = torch.rand(1, 3, 64, 80) * 2 - 1  # any size: resized to 256 and centre-cropped to 224
-    r, logits = m.represent(x)
-    torch.testing.assert_close(logits, ref.logits_from_r(r)[:, [3, 7]])
-
-
-def test_resnet50_errors_name_the_file(tmp_path):
-    with pytest.raises(UserError, match="missing.pt: classifier weights not found"):
-        load_torchvision_resnet50(tmp_path / "missing.pt")
-    bad = tmp_path / "small.pt"
-    torch.save(SmallResNet(CLASS_NAMES).state_dict(), bad)
-    with pytest.raises(UserError, match="small.pt: missing key"):
-        load_torchvision_resnet50(bad)
-    with pytest.raises(UserError, match="class_indices"):
-        ResNet50(class_indices=[1000])

@@ -1,0 +1,122 @@
+"""StyleGAN-family network pickles through the path a user takes (models.generator kind: stylegan)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from linkstyle.core.errors import UserError
+from linkstyle.models.class_means import ClassMeansConfig, class_means, read_class_means, write_class_means
+from linkstyle.models.registry import GeneratorSpec, load_generator
+
+from .stylegan_toy import write_toy_pickle
+
+
+@pytest.fixture(scope="module")
+def xl_pickle(tmp_path_factory):
+    return write_toy_pickle(tmp_path_factory.mktemp("xl"), per_class_avg=True)
+
+
+@pytest.fixture(scope="module")
+def sg2_pickle(tmp_path_factory):
+    return write_toy_pickle(tmp_path_factory.mktemp("sg2"), per_class_avg=False)
+
+
+def _spec(pkl, code, **kw) -> GeneratorSpec:
+    return GeneratorSpec(kind="stylegan", path=str(pkl), code=str(code), **{"class_indices": (3, 7), **kw})
+
+
+def test_pickle_loads_through_the_named_code_and_samples_per_seed(xl_pickle):
+    gen = load_generator(_spec(*xl_pickle, class_names=("cat", "dog")))
+    assert (gen.n_classes, gen.w_dim, gen.num_ws, gen.resolution, gen.z_dim) == (2, 16, 3, 16, 12)
+    assert gen.class_names == ("cat", "dog") and gen.part_names is None
+    w = gen.sample_w([5, 6, 7], [0, 1, 0], psi=0.7)
+    w_alone = gen.sample_w([6], [1], psi=0.7)
+    torch.testing.assert_close(w[1:2], w_alone, rtol=0, atol=1e-6)  # one RNG per seed, not per batch
+    # Class k of the pipeline is the pickle's condition class_indices[k] (one-hot over c_dim).
+    z = torch.as_tensor(gen.sample_z([5]), dtype=torch.float32)
+    c = torch.nn.functional.one_hot(torch.tensor([3]), 10).float()
+    raw = gen.G.mapping(z, c)[:, 0]
+    mean = gen.G.mapping.w_avg[3]
+    torch.testing.assert_close(w[0:1], mean + 0.7 * (raw - mean), rtol=0, atol=1e-5)
+
+
+def test_synthesis_is_deterministic_and_hooks_give_feature_maps(xl_pickle):
+    gen = load_generator(_spec(*xl_pickle))
+    w = gen.sample_w([1, 2], [0, 1], psi=1.0)
+    a, b = gen.synthesize(w), gen.synthesize(w, batch_size=1)
+    assert a.shape == (2, 3, 16, 16) and a.min() >= -1 and a.max() <= 1
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)  # noise_mode const: no per-call noise
+    feats = gen.synthesis_features(w)
+    assert [tuple(f.shape[1:]) for f in feats] == [(8, 4, 4), (8, 8, 8), (8, 16, 16)]  # blocks b4, b8, b16
+    images, parts = gen.render(w)
+    torch.testing.assert_close(images, a) and parts is None
+    only = load_generator(_spec(*xl_pickle, feature_layers=("b8",)))
+    assert [f.shape[-1] for f in only.synthesis_features(w)] == [8]
+
+
+def test_class_means_from_checkpoint_or_estimated(xl_pickle, sg2_pickle, tmp_path):
+    cfg = ClassMeansConfig(n_samples=200, batch_size=64)
+    xl = load_generator(_spec(*xl_pickle))
+    means, prov = class_means(xl, cfg, progress=False)
+    assert prov == {"source": "checkpoint"}
+    np.testing.assert_array_equal(means, xl.G.mapping.w_avg[[3, 7]].numpy())
+    sg2 = load_generator(_spec(*sg2_pickle))
+    with pytest.raises(UserError, match="dvc repro class_means"):
+        sg2.sample_w([1], [0], psi=0.7)  # a single w_avg over all classes is not a class mean
+    means, prov = class_means(sg2, cfg, progress=False)
+    assert prov["source"] == "estimated" and means.shape == (2, 16)
+    again, _ = class_means(sg2, ClassMeansConfig(n_samples=200, batch_size=7), progress=False)
+    np.testing.assert_allclose(means, again, rtol=0, atol=1e-6)  # the batch size does not matter
+    seeds = cfg.seed_base + cfg.class_stride + np.arange(200)
+    np.testing.assert_allclose(means[1], sg2.sample_w(seeds, np.ones(200, int)).numpy().mean(0), atol=1e-5)
+    out = tmp_path / "means.json"
+    write_class_means(out, sg2, means, prov)
+    back, doc = read_class_means(out)
+    assert np.array_equal(back, means) and doc["generator"] == sg2.fingerprint  # exact round trip
+    truncating = load_generator(_spec(*sg2_pickle), class_means=out)
+    w = truncating.sample_w([1], [1], psi=0.0)
+    torch.testing.assert_close(w[0], torch.from_numpy(means[1]))
+    with pytest.raises(UserError, match="written for another generator"):
+        load_generator(_spec(*xl_pickle), class_means=out)
+
+
+def test_one_line_errors(xl_pickle, tmp_path):
+    pkl, code = xl_pickle
+    with pytest.raises(UserError, match="missing.pkl: generator pickle not found"):
+        load_generator(_spec(tmp_path / "missing.pkl", code))
+    with pytest.raises(UserError, match="nowhere: code checkout not found; set models.generator.code"):
+        load_generator(_spec(pkl, tmp_path / "nowhere"))
+    no_g = tmp_path / "no_g.pkl"
+    no_g.write_bytes(pickle.dumps({"G": 1, "D": 2}))
+    with pytest.raises(UserError, match="no 'G_ema' in this pickle"):
+        load_generator(_spec(no_g, code))
+    with pytest.raises(UserError, match="class_indices: must be distinct class ids in \\[0, 10\\)"):
+        load_generator(_spec(pkl, code, class_indices=(3, 10)))
+    with pytest.raises(UserError, match="code must name the checkout"):
+        GeneratorSpec(kind="stylegan", path=str(pkl))
+    with pytest.raises(UserError, match="feature_layers"):
+        load_generator(_spec(pkl, code, feature_layers=("b32",)))
+    with pytest.raises(UserError, match="preset.*class_indices"):
+        load_generator(GeneratorSpec(kind="stylegan", path=str(pkl), code=str(code), preset="dogs", class_indices=(1,)))
+
+
+def test_pickle_needing_other_code_names_the_module(tmp_path):
+    pkl, _ = write_toy_pickle(tmp_path / "a")
+    other = tmp_path / "other_code"
+    other.mkdir()
+    import sys
+
+    for name in [m for m in sys.modules if m == "training" or m.startswith("training.")]:
+        del sys.modules[name]
+    paths = [p for p in sys.path if p.endswith("code")]
+    for p in paths:
+        sys.path.remove(p)
+    try:
+        with pytest.raises(UserError, match="unpickling needs module 'training'"):
+            load_generator(_spec(pkl, other))
+    finally:
+        sys.path[:0] = paths
