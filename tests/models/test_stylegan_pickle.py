@@ -120,3 +120,38 @@ def test_pickle_needing_other_code_names_the_module(tmp_path):
             load_generator(_spec(pkl, other))
     finally:
         sys.path[:0] = paths
+
+
+def test_label_images_tool_exports_what_the_masks_folder_reads(tmp_path):
+    """tools/label_images.py: images to paint, samples.csv and labels.txt for the masks folder."""
+    import subprocess
+    import sys
+
+    import yaml
+    from PIL import Image
+
+    from linkstyle.measure.masks import read_label_names
+
+    pkl, code = write_toy_pickle(tmp_path / "imagenet", c_dim=1000)  # ImageNet-conditioned, as StyleGAN-XL
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "models": {"generator": {"kind": "stylegan", "path": str(pkl), "code": str(code), "preset": "fungi"}},
+        "train_segmenter": {"psi": 0.7, "seed_base": 30000000, "device": "cpu"}}))
+    gen = load_generator(_spec(pkl, code, preset="fungi", class_indices=None))
+    means = tmp_path / "means.json"
+    write_class_means(means, gen, *class_means(gen, ClassMeansConfig(), progress=False))
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, str(root / "tools" / "label_images.py"), "--out", str(tmp_path / "to_label"),
+                          "--per-class", "2", "--preset", "fungi", "--class-means", str(means), "--params", str(params)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    folder = tmp_path / "to_label"
+    rows = (folder / "samples.csv").read_text().splitlines()
+    assert rows[0] == "file,seed,class" and len(rows) == 1 + 4 * 2  # fungi: 4 classes
+    file, seed, cls = rows[1].split(",")
+    assert (file, seed, cls) == ("agaric_30000000_mask.png", "30000000", "0")
+    assert Image.open(folder / "agaric_30000000.png").size == (16, 16)
+    assert read_label_names(folder / "labels.txt") == ["background", "cap", "stem"]
+    bad = subprocess.run([sys.executable, str(root / "tools" / "label_images.py"), "--out", "x", "--params", str(params)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode != 0 and "give exactly one of --preset" in bad.stderr and "Traceback" not in bad.stderr
