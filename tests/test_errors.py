@@ -10,6 +10,7 @@ non-zero status, and the next run completes (and removes a killed run's temp fil
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+
+from linkstyle.models.class_means import ClassMeansConfig, class_means, write_class_means
+from linkstyle.models.registry import GeneratorSpec, load_generator
 from PIL import Image
 
 from linkstyle.core.checkpoint import fingerprint, save_module
@@ -50,15 +54,18 @@ ARGS = {
     "world": "--out data/o_world.h5",
     "train_generator": "--world data/world.h5 --out data/o_gen.pt --metrics reports/o.json --curves reports/o_c.tsv",
     "train_classifier": "--world data/world.h5 --out data/o_clf.pt --metrics reports/o.json --curves reports/o_c.tsv",
-    "check_models": "--world data/world.h5 --metrics reports/o.json --figure reports/o.png",
-    "sample_pairs": "--out data/o_pairs.h5 --metrics reports/o.json",
+    "class_means": "--out data/o_means.json",
+    "check_models": "--world data/world.h5 --metrics reports/o.json --figure reports/o.png "
+                    "--class-means data/class_means.json",
+    "sample_pairs": "--out data/o_pairs.h5 --metrics reports/o.json --class-means data/class_means.json",
     "similarity": "--pairs data/pairs.h5 --metrics reports/o.json --plot reports/o_plot.json --figure reports/o.png",
     "fit_link": "--kind ridge --pairs data/pairs.h5 --out data/o_link.pt --metrics reports/o.json",
     "fit_inn": "--pairs data/pairs.h5 --out data/o_inn.pt --metrics reports/o.json --curves reports/o_c.tsv",
     "invariances": "--pairs data/pairs.h5 --inn data/inn.pt --out data/o_inv.h5 --metrics reports/o.json "
                    "--figure-samples reports/o_s.png --figure-factors reports/o_f.png",
     "evaluate_link": "--pairs data/pairs.h5 --link data/links/ridge.pt --metrics reports/o.json --figure reports/o.png",
-    "train_segmenter": "--masks masks --out data/o_seg.pt --metrics reports/o.json --curves reports/o_c.tsv",
+    "train_segmenter": "--masks masks --out data/o_seg.pt --metrics reports/o.json --curves reports/o_c.tsv "
+                       "--class-means data/class_means.json",
     "tune_units": "--pairs data/pairs.h5 --link data/links/ridge.pt --out data/o_tuning.h5 --metrics reports/o.json",
     "compare_tuning": "--open-loop data/tuning.h5 --closed-loop data/tuning_closed.h5 --table reports/o.csv "
                       "--metrics reports/o.json --figure reports/o.png",
@@ -111,6 +118,8 @@ def project(tmp_path_factory, tiny_gen, tiny_clf) -> Path:
     save_module(d / "data/classifier.pt", "classifier", tiny_clf)
     fps = {"generator_fingerprint": fingerprint(d / "data/generator.pt"),
            "classifier_fingerprint": fingerprint(d / "data/classifier.pt")}
+    loaded = load_generator(GeneratorSpec(path=str(d / "data/generator.pt")))
+    write_class_means(d / "data/class_means.json", loaded, *class_means(loaded, ClassMeansConfig(), progress=False))
     cfg = PairsConfig(**{k: v for k, v in params["sample_pairs"].items()})
     sample_pairs(tiny_gen, tiny_clf, cfg, d / "data/pairs.h5", fps, progress=False)
     train = load_pairs(d / "data/pairs.h5", "train", ("w", "r"))
@@ -199,6 +208,13 @@ def foreign(rel: str, content: bytes = b"%PDF-1.4 not what you think\n" * 50):
     return lambda d: (d / rel).write_bytes(content)
 
 
+def edit_json(rel: str, **changes):
+    def apply(d: Path) -> None:
+        doc = json.loads((d / rel).read_text())
+        (d / rel).write_text(json.dumps({**doc, **changes}))
+    return apply
+
+
 def copy(src: str, dst: str):
     return lambda d: shutil.copy(d / src, d / dst)
 
@@ -255,6 +271,12 @@ CASES = [
     ("generator-epochs-0", "train_generator", set_param("train_generator.epochs", 0), "train_generator.epochs"),
     ("classifier-lr-string", "train_classifier", set_param("train_classifier.lr", "fast"), "train_classifier.lr must be a number"),
     ("check-psi-2", "check_models", set_param("check_models.psi", 2.0), "check_models.psi"),
+    ("means-n-0", "class_means", set_param("class_means.n_samples", 0), "class_means.n_samples must be >= 1"),
+    ("means-kind-xl", "class_means", set_param("models.generator.kind", "stylegan_xl"),
+     "models.generator.kind must be one of builtin, stylegan, plugin"),
+    ("means-missing", "sample_pairs", delete("data/class_means.json"), "data/class_means.json: class means not found"),
+    ("means-other-generator", "train_segmenter", edit_json("data/class_means.json", generator="0123456789abcdef"),
+     "data/class_means.json: written for another generator"),
     ("pairs-device-gpu", "sample_pairs", set_param("sample_pairs.device", "gpu"), "sample_pairs.device: unknown device 'gpu'"),
     pytest.param("pairs-device-cuda", "sample_pairs", set_param("sample_pairs.device", "cuda"),
                  "sample_pairs.device: device 'cuda'", id="pairs-device-cuda",
