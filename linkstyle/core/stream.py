@@ -119,11 +119,15 @@ class TableWriter:
 
 
 def read_row_groups(path: str | os.PathLike, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
-    """The table at `path` one row group at a time (only `columns`, if given)."""
+    """The table at `path` one row group at a time (only `columns`, if given); a table of
+    no rows gives one empty frame, so a copy keeps the schema."""
     import pyarrow.parquet as pq
 
     f = pq.ParquetFile(path)
     try:
+        if f.num_row_groups == 0:
+            empty = f.schema_arrow.empty_table()
+            yield (empty.select(columns) if columns else empty).to_pandas()
         for i in range(f.num_row_groups):
             yield f.read_row_group(i, columns=columns).to_pandas()
     finally:

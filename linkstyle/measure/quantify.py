@@ -185,7 +185,7 @@ def write_quantified(results, T: int, cfg: QuantifyConfig, measures_path, change
                 del block  # the next block replaces it
         keep: dict = {}
         for (source, part), (total, n) in area.items():
-            if total / n >= cfg.min_part_area:
+            if n and total / n >= cfg.min_part_area:  # as pandas' mean: sum / count
                 keep.setdefault(source, []).append(part)
         parts, sources = set(), set()
         with TableWriter(tmp_c, row_group_rows) as wc:
