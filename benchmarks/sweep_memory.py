@@ -15,9 +15,9 @@ gathers starts a fresh process that reads the blocks back one at a time (as
   filtered at the end, `to_parquet`, agreement from the whole table);
 - streaming: what the stages run now (`write_quantified`, `write_motion`).
 
-It prints each process's peak RSS (getrusage) and its rise over the process's RSS just
-before the gather (the imports: torch, pandas, pyarrow), and the ratio between the two
-unit counts. Flat memory: a ratio near 1 for the streaming gather. Prints figures only.
+It prints each process's peak RSS during the gather (VmHWM, reset just before it) and its
+rise over the process's RSS at that point (the imports: torch, pandas, pyarrow), and the
+ratios between the two unit counts. Flat memory: a ratio near 1 for the streaming gather. Prints figures only.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import math
 import pickle
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,13 +32,23 @@ import time
 from pathlib import Path
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def _reset_peak() -> None:
+    """Start the peak RSS afresh at the current RSS (Linux >= 4.0), so the import of torch
+    and the rest does not count. getrusage's ru_maxrss would not do: it survives exec, so a
+    child started by a process that once held more reports its parent's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # then VmHWM also covers the imports
 
 
 def _gather(stage: str, mode: str, units: int, blocks_dir: Path, out_dir: Path, params: Path) -> None:
@@ -59,7 +68,11 @@ def _gather(stage: str, mode: str, units: int, blocks_dir: Path, out_dir: Path, 
             with open(f, "rb") as fh:
                 yield pickle.load(fh)
 
-    before = _rss_mb()
+    import gc
+
+    gc.collect()
+    _reset_peak()
+    before = _status_mb("VmRSS")
     t = time.perf_counter()
     if stage == "quantify_parts":
         cfg = cli.section(params, "quantify_parts", q.QuantifyConfig)
@@ -82,7 +95,7 @@ def _gather(stage: str, mode: str, units: int, blocks_dir: Path, out_dir: Path, 
             rows = len(table)
         else:
             rows = qm.write_motion(results(), names, cfg, n_pairs, out_dir / "motion.parquet")["n_rows"]
-    print(json.dumps({"before": before, "peak": _peak_mb(), "rows": rows, "seconds": time.perf_counter() - t}))
+    print(json.dumps({"before": before, "peak": _status_mb("VmHWM"), "rows": rows, "seconds": time.perf_counter() - t}))
 
 
 def main() -> None:
@@ -92,6 +105,8 @@ def main() -> None:
     ap.add_argument("--segmenter", type=Path, default=Path("data/segmenter.pt"))
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--stages", default="quantify_parts,quantify_motion")
+    ap.add_argument("--blocks", type=Path, default=None,
+                    help="keep the computed blocks in this folder and reuse them on the next run")
     ap.add_argument("--gather", nargs=4, help=argparse.SUPPRESS)  # internal: stage mode units blocks_dir
     a = ap.parse_args()
     if a.gather:
@@ -120,19 +135,23 @@ def main() -> None:
                                               cli.section(a.params, "quantify_parts", QuantifyConfig)),
              "quantify_motion": MotionBlocks(str(a.tuning), spec, str(a.segmenter),
                                              cli.section(a.params, "quantify_motion", QuantifyMotionConfig))}
-    with tempfile.TemporaryDirectory() as d:
-        d = Path(d)
-        meta = {"S": int(S), "T": int(T)}
+    with tempfile.TemporaryDirectory() as tmp:
+        d = a.blocks or Path(tmp)
+        d.mkdir(parents=True, exist_ok=True)
+        meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").is_file() else {}
+        meta.update({"S": int(S), "T": int(T)})
         for stage in stages:
             task = tasks[stage]
             per = task.cfg.units_per_block
             bad = [c for c in counts if c % per]
             if bad:
                 sys.exit(f"error: --units {bad} are not multiples of {stage}.units_per_block = {per}")
+            if meta.get(stage, {}).get("units", 0) >= max(counts) and meta[stage]["units_per_block"] == per:
+                continue  # computed on an earlier run (--blocks)
             state = task.load()
             meta["names"] = list(state[1].label_names)
-            meta[stage] = {"units_per_block": per}
-            (d / stage).mkdir()
+            meta[stage] = {"units_per_block": per, "units": max(counts)}
+            (d / stage).mkdir(exist_ok=True)
             t = time.perf_counter()
             for i, a0 in enumerate(range(0, max(counts), per)):
                 with open(d / stage / f"{i:05d}.pkl", "wb") as fh:
@@ -140,7 +159,7 @@ def main() -> None:
             print(f"{stage}: computed the blocks of {max(counts)} units in {time.perf_counter() - t:.0f} s",
                   file=sys.stderr)
             del state
-        (d / "meta.json").write_text(json.dumps(meta))
+            (d / "meta.json").write_text(json.dumps(meta))
         rows = []
         for stage in stages:
             for mode in ("in-memory", "streaming"):
@@ -150,7 +169,7 @@ def main() -> None:
                                           mode, str(c), str(d)], capture_output=True, text=True, check=True)
                     res.append(json.loads(out.stdout.strip().splitlines()[-1]))
                 rows.append((stage, mode, res))
-    print(f"peak RSS of the gathering process (MiB; rise over the process before the gather in brackets), "
+    print(f"peak RSS of the gathering process during the gather (MiB; in brackets its rise over the RSS before it, and the rows written), "
           f"blocks of the first {' / '.join(map(str, counts))} units x {S} seeds x {T} steps of {a.tuning}:")
     head = "  ".join(f"{c:>5d} units (rows)" .rjust(26) for c in counts)
     print(f"  {'stage':16s} {'gather':10s} {head}  ratio peak (rise) {counts[-1]}/{counts[0]}")
