@@ -7,11 +7,11 @@ import typer
 
 from linkstyle.core import cli
 from linkstyle.core.distribute import ClusterConfig
-from linkstyle.core.io import atomic_path, write_json
+from linkstyle.core.io import write_json
 from linkstyle.core.runtime import progress_enabled
 from linkstyle.measure.motion_pump import pump_paths
 from linkstyle.measure.quantify import load_measuring_models
-from linkstyle.measure.quantify_motion import QuantifyMotionConfig, quantify_motion_distributed
+from linkstyle.measure.quantify_motion import QuantifyMotionConfig, quantify_motion_distributed_to
 from linkstyle.models.registry import GeneratorSpec
 
 
@@ -28,13 +28,13 @@ def main(tuning: Path = typer.Option(..., help="tuning HDF5 (stage tune_units)")
     if cfg.motion.backend == "pump":
         pump_paths(cfg.motion)
     start = time.perf_counter()
-    table, summary = quantify_motion_distributed(tuning, spec, segmenter, names, cfg, cluster, progress=progress_enabled())
+    # Each block's rows are written as it comes back: memory flat in the units.
+    summary = quantify_motion_distributed_to(tuning, spec, segmenter, names, cfg, cluster, out,
+                                             progress=progress_enabled())
     seconds = time.perf_counter() - start
-    with atomic_path(out) as tmp:
-        table.to_parquet(tmp, index=False)
     write_json(metrics, summary)
     r = summary.get("centroid_agreement", {}).get("whole", {}).get("pearson")
-    print(f"quantify_motion: {summary['n_pairs']} pairs ({cfg.motion.backend}) in {seconds:.0f} s, {len(table)} rows; "
+    print(f"quantify_motion: {summary['n_pairs']} pairs ({cfg.motion.backend}) in {seconds:.0f} s, {summary['n_rows']} rows; "
           f"flow vs part-map centroid shifts r = {float('nan') if r is None else r:.3f} -> {out}")
 
 

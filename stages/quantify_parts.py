@@ -6,13 +6,12 @@ import typer
 
 from linkstyle.core import cli
 from linkstyle.core.distribute import ClusterConfig
-from linkstyle.core.io import atomic_path, write_json
+from linkstyle.core.io import write_json
 from linkstyle.core.runtime import progress_enabled
 from linkstyle.measure.quantify import (
     QuantifyConfig,
-    ground_truth_agreement,
     load_measuring_models,
-    quantify_tuning_distributed,
+    quantify_tuning_distributed_to,
 )
 from linkstyle.models.registry import GeneratorSpec
 
@@ -28,15 +27,13 @@ def main(tuning: Path = typer.Option(..., help="tuning HDF5 (stage tune_units)")
     spec = cli.section(params, "models.generator", GeneratorSpec)
     # Checked here once, so that bad input is one line before any worker starts.
     load_measuring_models(spec, segmenter, cfg.device, f"{params}: quantify_parts.device")
-    meas, ch = quantify_tuning_distributed(tuning, spec, segmenter, cfg, cluster, progress=progress_enabled())
-    for df, path in ((meas, measures), (ch, changes)):
-        with atomic_path(path) as tmp:
-            df.to_parquet(tmp, index=False)
-    agree = ground_truth_agreement(ch)
-    write_json(metrics, {"n_measure_rows": len(meas), "n_change_rows": len(ch),
-                         "parts_kept": sorted(ch["part"].unique().tolist()), "segmenter_vs_ground_truth": agree})
-    print(f"quantify_parts: {len(meas)} measures, {len(ch)} changes; segmenter vs ground truth "
-          f"r = {agree.get('pooled', float('nan')):.3f} -> {changes}")
+    # Each block's rows go to the parquet files as it comes back: memory flat in the units.
+    summary = quantify_tuning_distributed_to(tuning, spec, segmenter, cfg, cluster, measures, changes,
+                                             progress=progress_enabled())
+    write_json(metrics, summary)
+    agree = summary["segmenter_vs_ground_truth"]
+    print(f"quantify_parts: {summary['n_measure_rows']} measures, {summary['n_change_rows']} changes; segmenter vs "
+          f"ground truth r = {agree.get('pooled', float('nan')):.3f} -> {changes}")
 
 
 if __name__ == "__main__":

@@ -107,6 +107,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def scratch_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file beside `path` for intermediate data; it is always removed.
+
+    Named like `atomic_path`'s temp files, so a writer killed mid-way (no cleanup runs)
+    leaves nothing that the next run for `path` does not remove (`remove_orphans`).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise (disk_error(path, e) or e) from None
+    tmp = Path(tmp)
+    try:
+        yield tmp
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def plain(value: Any, digits: int | None = None) -> Any:
     """`value` as built-in types only (JSON, and torch.load(weights_only=True), accept them).
 

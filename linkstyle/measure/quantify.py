@@ -8,10 +8,18 @@ segmenter can be trusted. Output: two tidy tables,
   changes  (source, unit, seed, class, part, metric, change)        last step vs step 0
 The small-part filter (mean area under `min_part_area` px) is applied once over all
 units at the end, so the result does not depend on the block size.
+
+`quantify_tuning` and `quantify_tuning_distributed` return the tables in memory;
+`write_quantified` (what the stage runs, via `quantify_tuning_distributed_to`) streams
+each block's rows to the parquet files as the block arrives and keeps only running sums
+(the part areas) and the spooled change pairs of the agreement, so the stage's memory
+does not grow with the number of units (`linkstyle.core.stream`). Both give the same
+tables and agreement.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +31,9 @@ from tqdm.auto import tqdm
 from linkstyle.core import h5
 from linkstyle.core.config import check
 from linkstyle.core.distribute import BlockTask, ClusterConfig, map_blocks
+from linkstyle.core.io import atomic_path, scratch_path
 from linkstyle.core.runtime import resolve_device
+from linkstyle.core.stream import ROW_GROUP_ROWS, Moments, Spool, TableWriter, read_row_groups
 from linkstyle.measure.parts import (
     find_regions,
     local_entropy,
@@ -112,6 +122,11 @@ def _blocks(tuning_path, cfg: QuantifyConfig) -> tuple[list[tuple[int, int]], li
     return blocks, [(b - a) * S * T for a, b in blocks], T
 
 
+ITEM = ["source", "unit", "seed", "class"]
+MEASURE_COLUMNS = ITEM + ["step", "part", "metric", "value"]
+CHANGE_COLUMNS = ITEM + ["part", "metric", "change"]
+
+
 def _gather(results, T: int, cfg: QuantifyConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     meas_all, ch_all = [], []
     for block in results:
@@ -125,24 +140,86 @@ def _gather(results, T: int, cfg: QuantifyConfig) -> tuple[pd.DataFrame, pd.Data
     mean_area = ends.groupby(["source", "part"])["value"].mean()
     keep = mean_area[mean_area >= cfg.min_part_area].reset_index()[["source", "part"]]
     changes = changes.merge(keep, on=["source", "part"], how="inner")
-    order = ["source", "unit", "seed", "class"]
-    measures = measures[order + ["step", "part", "metric", "value"]]
-    changes = changes[order + ["part", "metric", "change"]]
-    return measures, changes
+    return measures[MEASURE_COLUMNS], changes[CHANGE_COLUMNS]
+
+
+def _keep_mask(df: pd.DataFrame, keep: dict, always=()) -> np.ndarray:
+    """Rows whose part is kept for their source (`keep`: source -> parts), or is in `always`."""
+    kept = np.zeros(len(df), bool)
+    for source, parts in keep.items():
+        kept |= (df["source"] == source).to_numpy() & df["part"].isin([*always, *parts]).to_numpy()
+    return kept
+
+
+def write_quantified(results, T: int, cfg: QuantifyConfig, measures_path, changes_path,
+                     row_group_rows: int = ROW_GROUP_ROWS) -> dict:
+    """`_gather`'s tables written as the blocks arrive, and the stage's summary.
+
+    Each block's measures go straight to `measures_path` and its changes, unfiltered, to a
+    scratch file beside `changes_path`, while the areas of the small-part filter are summed
+    per (source, part) and the block's segmenter/ground-truth change pairs are spooled
+    (`AgreementStream`). At the end one pass over the scratch file, a row group at a time,
+    writes the kept changes. Both outputs appear atomically, only on success. Memory: one
+    block, one row group, and at the end the change pairs of one metric (for the ranks of
+    Spearman's rho). Returns n_measure_rows, n_change_rows, parts_kept and
+    segmenter_vs_ground_truth (as `ground_truth_agreement` of the changes table).
+    """
+    area: dict = {}  # (source, part) -> [sum, count]; areas are pixel counts, so the sums are exact
+    with contextlib.ExitStack() as stack:
+        tmp_m = stack.enter_context(atomic_path(measures_path))
+        tmp_c = stack.enter_context(atomic_path(changes_path))
+        raw = stack.enter_context(scratch_path(changes_path))
+        agree = AgreementStream(stack.enter_context(Spool(changes_path)))
+        with TableWriter(tmp_m, row_group_rows) as wm, TableWriter(raw, row_group_rows) as wr:
+            for block in results:
+                for meas, ch in block:
+                    ends = meas[(meas["metric"] == "area") & meas["step"].isin([0, T - 1])]
+                    for (source, part), (total, n) in ends.groupby(["source", "part"], sort=False)["value"].agg(
+                            ["sum", "count"]).iterrows():
+                        acc = area.setdefault((source, part), [0.0, 0])
+                        acc[0] += float(total)
+                        acc[1] += int(n)
+                    wm.write(meas[MEASURE_COLUMNS])
+                    wr.write(ch[CHANGE_COLUMNS])
+                agree.add(pd.concat([ch for _, ch in block], ignore_index=True))
+                del block  # the next block replaces it
+        keep: dict = {}
+        for (source, part), (total, n) in area.items():
+            if n and total / n >= cfg.min_part_area:  # as pandas' mean: sum / count
+                keep.setdefault(source, []).append(part)
+        parts, sources = set(), set()
+        with TableWriter(tmp_c, row_group_rows) as wc:
+            for df in read_row_groups(raw):
+                df = df[_keep_mask(df, keep)].reset_index(drop=True)
+                parts.update(df["part"].unique().tolist())
+                sources.update(df["source"].unique().tolist())
+                wc.write(df)
+        agreement = agree.result(keep, sources)
+        n_measures, n_changes = wm.rows, wc.rows
+    return {"n_measure_rows": n_measures, "n_change_rows": n_changes, "parts_kept": sorted(parts),
+            "segmenter_vs_ground_truth": agreement}
 
 
 def quantify_tuning(tuning_path, gen, segmenter, cfg: QuantifyConfig, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Measures and changes of every render, from the segmenter and (if any) the generator's
     part maps, in this process with the models given."""
     blocks, sizes, T = _blocks(tuning_path, cfg)
+    return _gather(_in_process(tuning_path, gen, segmenter, cfg, blocks, sizes, progress), T, cfg)
 
-    def results():
-        with tqdm(total=sum(sizes), desc="quantify_parts", unit="img", disable=not progress) as bar:
-            for block, n in zip(blocks, sizes):
-                yield _quantify_block(tuning_path, gen, segmenter, block, cfg)
-                bar.update(n)
 
-    return _gather(results(), T, cfg)
+def quantify_tuning_to(tuning_path, gen, segmenter, cfg: QuantifyConfig, measures_path, changes_path,
+                       progress: bool = True) -> dict:
+    """`quantify_tuning` streamed to the two parquet files (`write_quantified`); returns the summary."""
+    blocks, sizes, T = _blocks(tuning_path, cfg)
+    return write_quantified(_in_process(tuning_path, gen, segmenter, cfg, blocks, sizes, progress), T, cfg,
+                            measures_path, changes_path)
+
+
+def _in_process(tuning_path, gen, segmenter, cfg, blocks, sizes, progress):
+    with tqdm(total=sum(sizes), desc="quantify_parts", unit="img", disable=not progress) as bar:
+        for block, n in zip(blocks, sizes):
+            yield _quantify_block(tuning_path, gen, segmenter, block, cfg)
+            bar.update(n)
 
 
 def load_measuring_models(generator: GeneratorSpec, segmenter_path, device: str, where: str):
@@ -178,6 +255,37 @@ def quantify_tuning_distributed(tuning_path, generator: GeneratorSpec, segmenter
                               progress=progress), T, cfg)
 
 
+def quantify_tuning_distributed_to(tuning_path, generator: GeneratorSpec, segmenter_path, cfg: QuantifyConfig,
+                                   cluster: ClusterConfig, measures_path, changes_path, progress: bool = True) -> dict:
+    """`quantify_tuning_distributed` streamed to the two parquet files as the blocks come back
+    (`write_quantified`); returns the summary. What stage quantify_parts runs."""
+    blocks, sizes, T = _blocks(tuning_path, cfg)
+    task = QuantifyBlocks(str(tuning_path), generator, str(segmenter_path), cfg)
+    return write_quantified(map_blocks(task, blocks, cluster, sizes=sizes, desc="quantify_parts", unit="img",
+                                       progress=progress), T, cfg, measures_path, changes_path)
+
+
+AGREEMENT_KEY = ["unit", "seed", "class", "part", "metric"]
+
+
+def _change_pairs(changes: pd.DataFrame) -> pd.DataFrame:
+    """Segmenter and ground-truth change of each (unit, seed, class, part, metric), side by
+    side (columns seg, gt), in the order of the segmenter's rows."""
+    seg = changes[changes["source"] == "segmenter"].set_index(AGREEMENT_KEY)["change"]
+    gt = changes[changes["source"] == "ground_truth"].set_index(AGREEMENT_KEY)["change"]
+    return pd.concat([seg.rename("seg"), gt.rename("gt")], axis=1, join="inner")
+
+
+def _metric_agreement(seg: pd.Series, gt: pd.Series):
+    """Pearson, Spearman and the pair z-scored by the ground truth, of one metric's changes
+    (no NaN); None where too few or constant."""
+    if len(seg) > 2 and seg.std() > 0 and gt.std() > 0:
+        s = gt.std()
+        return (float(np.corrcoef(seg, gt)[0, 1]), float(spearmanr(seg, gt).statistic),
+                ((seg - gt.mean()) / s, (gt - gt.mean()) / s))
+    return None
+
+
 def ground_truth_agreement(changes: pd.DataFrame, metrics=("area", "luminance", "entropy_mean")) -> dict:
     """Segmenter vs ground-truth changes: Pearson and Spearman per metric, Pearson pooled.
 
@@ -189,18 +297,13 @@ def ground_truth_agreement(changes: pd.DataFrame, metrics=("area", "luminance", 
     """
     if not {"segmenter", "ground_truth"} <= set(changes["source"].unique()):
         return {}
-    key = ["unit", "seed", "class", "part", "metric"]
-    seg = changes[changes["source"] == "segmenter"].set_index(key)["change"]
-    gt = changes[changes["source"] == "ground_truth"].set_index(key)["change"]
-    both = pd.concat([seg.rename("seg"), gt.rename("gt")], axis=1, join="inner").dropna()
+    both = _change_pairs(changes).dropna()
     out = {"per_metric": {}, "per_metric_spearman": {}}
     z, z_all = [], []
     for m, g in both.groupby(level="metric"):
-        if len(g) > 2 and g["seg"].std() > 0 and g["gt"].std() > 0:
-            out["per_metric"][m] = float(np.corrcoef(g["seg"], g["gt"])[0, 1])
-            out["per_metric_spearman"][m] = float(spearmanr(g["seg"], g["gt"]).statistic)
-            s = g["gt"].std()
-            pair = ((g["seg"] - g["gt"].mean()) / s, (g["gt"] - g["gt"].mean()) / s)
+        res = _metric_agreement(g["seg"], g["gt"])
+        if res is not None:
+            out["per_metric"][m], out["per_metric_spearman"][m], pair = res
             z_all.append(pair)
             if m in metrics:
                 z.append(pair)
@@ -212,3 +315,62 @@ def ground_truth_agreement(changes: pd.DataFrame, metrics=("area", "luminance", 
         out["pooled_metrics"] = list(metrics)
     out["n_rows"] = int(len(both))
     return out
+
+
+class AgreementStream:
+    """`ground_truth_agreement` of a changes table that arrives block by block.
+
+    `add` takes one block's changes, both sources (a unit is in one block only, so its
+    segmenter and ground-truth rows meet there) and spools the (seg, gt, part) pairs per
+    metric; `result(keep, sources)` applies the small-part filter decided at the end and
+    computes every figure with one metric's pairs in memory at a time: per-metric Pearson
+    and Spearman are those of `ground_truth_agreement` bit for bit (same values, same
+    order); the pooled Pearson merges per-metric moments (`Moments`), equal to the
+    in-memory np.corrcoef to rounding (~1e-15).
+    """
+
+    def __init__(self, spool: Spool):
+        self.spool = spool
+        self.metrics: list[str] = []
+        self.parts: dict[str, int] = {}
+
+    def add(self, changes: pd.DataFrame) -> None:
+        if not {"segmenter", "ground_truth"} <= set(changes["source"].unique()):
+            return
+        pairs = _change_pairs(changes)
+        for m, g in pairs.groupby(level="metric", sort=False):
+            if m not in self.metrics:
+                self.metrics.append(m)
+            names, inverse = np.unique(np.asarray(g.index.get_level_values("part"), dtype=object), return_inverse=True)
+            codes = np.array([self.parts.setdefault(p, len(self.parts)) for p in names], np.float64)[inverse]
+            for k, v in (("seg", g["seg"]), ("gt", g["gt"]), ("part", codes)):
+                self.spool.append(f"agreement/{m}/{k}", v)
+
+    def result(self, keep: dict, sources, metrics=("area", "luminance", "entropy_mean")) -> dict:
+        """The agreement over the parts kept for both sources (`keep`: source -> parts);
+        {} unless both sources have rows left (`sources`)."""
+        if not {"segmenter", "ground_truth"} <= set(sources):
+            return {}
+        both = set(keep.get("segmenter", ())) & set(keep.get("ground_truth", ()))
+        codes = np.array([c for p, c in self.parts.items() if p in both], np.float64)
+        out = {"per_metric": {}, "per_metric_spearman": {}}
+        pooled, pooled_all, n_rows = Moments(), Moments(), 0
+        for m in sorted(self.metrics):
+            seg, gt, part = (self.spool.read(f"agreement/{m}/{k}") for k in ("seg", "gt", "part"))
+            ok = np.isin(part, codes) & ~np.isnan(seg) & ~np.isnan(gt)
+            del part
+            seg, gt = pd.Series(seg[ok]), pd.Series(gt[ok])
+            n_rows += len(seg)
+            res = _metric_agreement(seg, gt)
+            if res is not None:
+                out["per_metric"][m], out["per_metric_spearman"][m], (zs, zg) = res
+                pooled_all.add(zs, zg)
+                if m in metrics:
+                    pooled.add(zs, zg)
+        for name, mom in (("pooled", pooled), ("pooled_all", pooled_all)):
+            if mom.n:
+                out[name] = mom.pearson()
+        if pooled.n:
+            out["pooled_metrics"] = list(metrics)
+        out["n_rows"] = int(n_rows)
+        return out

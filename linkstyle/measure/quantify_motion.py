@@ -12,10 +12,16 @@ Checks against the generator's part maps: each part's centroid shift between the
 and last map is what the part "moved"; the mean whole displacement (affine + residual)
 the flow finds for the part's pixels should agree (`centroid_agreement`). And an affine
 fitted to the foreground parts' centroids should agree with the flow's (`centroid_affine`).
+
+`quantify_motion` and `quantify_motion_distributed` return the table in memory;
+`write_motion` (what the stage runs, via `quantify_motion_distributed_to`) streams each
+block to scratch files as it arrives and writes the table at the end in row groups,
+with the same rows, so the stage's memory does not grow with the number of units.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +35,8 @@ from linkstyle.core import h5
 from linkstyle.core.config import check
 from linkstyle.core.distribute import BlockTask, ClusterConfig, map_blocks
 from linkstyle.core.errors import UserError
+from linkstyle.core.io import atomic_path, scratch_path
+from linkstyle.core.stream import ROW_GROUP_ROWS, Spool, TableWriter, read_row_groups
 from linkstyle.measure.motion import (
     IMAGE_METRICS,
     IMAGE_PART,
@@ -39,7 +47,7 @@ from linkstyle.measure.motion import (
     motion_values,
     tidy,
 )
-from linkstyle.measure.quantify import ground_truth_agreement, load_measuring_models
+from linkstyle.measure.quantify import AgreementStream, _keep_mask, ground_truth_agreement, load_measuring_models
 from linkstyle.measure.segmenter import segment_w
 from linkstyle.models.registry import GeneratorSpec
 
@@ -114,16 +122,31 @@ def centroid_agreement(shift: np.ndarray, centroid_shift: np.ndarray, residual: 
     part "background": its centroid moves opposite to the growth of everything in front
     of it, which is no motion of its pixels (its own correlation is under `per_part`).
     """
+    out = _shift_agreement(shift, centroid_shift, part_names)
+    out["residual"] = _residual_agreement(residual, centroid_residual, part_names)
+    return out
+
+
+def _foreground(part_names) -> tuple[list[str], np.ndarray]:
     names = [str(p) for p in part_names]
-    fg = np.array([p != "background" for p in names])
+    return names, np.array([p != "background" for p in names])
+
+
+def _shift_agreement(shift: np.ndarray, centroid_shift: np.ndarray, part_names) -> dict:
+    """`centroid_agreement`'s figures of the whole displacement (all but "residual")."""
+    names, fg = _foreground(part_names)
     out = {"whole": _correlation(shift[:, fg].ravel(), centroid_shift[:, fg].ravel()),
-           "residual": _correlation(residual[:, fg].ravel(), centroid_residual[:, fg].ravel()),
            "whole_with_background": _correlation(shift.ravel(), centroid_shift.ravel())}
     for i, axis in enumerate("xy"):
         out[f"whole_{axis}"] = _correlation(shift[:, fg, i].ravel(), centroid_shift[:, fg, i].ravel())
     out["per_part"] = {p: _correlation(shift[:, j].ravel(), centroid_shift[:, j].ravel())["pearson"]
                        for j, p in enumerate(names)}
     return out
+
+
+def _residual_agreement(residual: np.ndarray, centroid_residual: np.ndarray, part_names) -> dict:
+    _, fg = _foreground(part_names)
+    return _correlation(residual[:, fg].ravel(), centroid_residual[:, fg].ravel())
 
 
 def _motion_block(tuning_path, gen, segmenter, block: tuple[int, int], cfg: QuantifyMotionConfig) -> dict:
@@ -180,7 +203,7 @@ def _gather_motion(results, names, cfg: QuantifyMotionConfig, n_pairs: int) -> t
             for k, v in out["agree"].items():
                 agree[k].extend(v)
     table = pd.concat([t for parts in tables.values() for t in parts], ignore_index=True)
-    keep = {s: [p for p, a in zip(names, area / max(n_area, 1)) if a >= cfg.min_part_area] for s, area in areas.items()}
+    keep = _keep_parts(areas, n_area, names, cfg)
     kept = np.zeros(len(table), bool)
     for source, parts in keep.items():
         kept |= (table["source"] == source).to_numpy() & table["part"].isin([IMAGE_PART, *parts]).to_numpy()
@@ -188,19 +211,86 @@ def _gather_motion(results, names, cfg: QuantifyMotionConfig, n_pairs: int) -> t
     return table, _summary(table, keep, agree, names, cfg, n_pairs)
 
 
+def _keep_parts(areas: dict, n_area: int, names, cfg: QuantifyMotionConfig) -> dict:
+    return {s: [p for p, a in zip(names, area / max(n_area, 1)) if a >= cfg.min_part_area] for s, area in areas.items()}
+
+
+def write_motion(results, names, cfg: QuantifyMotionConfig, n_pairs: int, out_path,
+                 row_group_rows: int = ROW_GROUP_ROWS) -> dict:
+    """`_gather_motion`'s table written to `out_path` (atomically, only on success) from
+    blocks as they arrive; returns its summary.
+
+    Each block's rows go, unfiltered, to one scratch parquet file per source (the table is
+    source by source, so its rows do not depend on the block size); the part areas of
+    the small-part filter are summed; the whole-image values (for the medians), the
+    segmenter/ground-truth change pairs (`AgreementStream`) and the centroid arrays are
+    spooled. At the end one pass over the scratch files, a row group at a time, writes
+    the kept rows, and the summary reads the spooled values back one statistic at a time.
+    Memory: one block, one row group, and at the end the values of one statistic (the
+    largest: the centroid shifts, pairs x parts x 2 x 8 bytes, twice).
+    """
+    n_parts = len(names)
+    areas, n_area = {}, 0
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(out_path))
+        spool = stack.enter_context(Spool(out_path))
+        agree = AgreementStream(spool)
+        raw: dict = {}  # source -> (scratch path, TableWriter)
+        for out in results:
+            for source, t in out["tables"].items():
+                if source not in raw:
+                    path = stack.enter_context(scratch_path(out_path))
+                    raw[source] = (path, stack.enter_context(TableWriter(path, row_group_rows)))
+                raw[source][1].write(t)
+                areas[source] = areas.get(source, 0) + out["areas"][source]
+                img = t[t["part"] == IMAGE_PART]
+                for m, g in img.groupby("metric", sort=False):
+                    spool.append(f"image/{source}/{m}", g["change"].to_numpy())
+            n_area += out["n"]
+            agree.add(pd.concat([t[t["part"] != IMAGE_PART] for t in out["tables"].values()], ignore_index=True))
+            if out["agree"] is not None:
+                for k, v in out["agree"].items():
+                    for a in v:
+                        spool.append(f"centroid/{k}", a)
+            del out  # the next block replaces it
+        for _, w in raw.values():
+            w.close()
+        keep = _keep_parts(areas, n_area, names, cfg)
+        part_sources = set()
+        with TableWriter(tmp, row_group_rows) as writer:
+            for source, (path, _) in raw.items():
+                for df in read_row_groups(path):
+                    df = df[_keep_mask(df, {source: keep[source]}, always=(IMAGE_PART,))].reset_index(drop=True)
+                    if (df["part"] != IMAGE_PART).any():
+                        part_sources.add(source)
+                    writer.write(df)
+            n_rows = writer.rows
+        summary = _summary_streamed(spool, agree, part_sources, keep, names, cfg, n_pairs, n_rows, n_parts)
+    return summary
+
+
 def quantify_motion(tuning_path: str | os.PathLike, gen, segmenter, cfg: QuantifyMotionConfig,
                     progress: bool = True) -> tuple[pd.DataFrame, dict]:
     """Motion of every (unit, seed) pair of `tuning_path`: the tidy table and summary metrics,
     in this process with the models given."""
     blocks, sizes, n_pairs = _motion_blocks(tuning_path, cfg)
+    results = _in_process(tuning_path, gen, segmenter, cfg, blocks, sizes, progress)
+    return _gather_motion(results, tuple(segmenter.label_names), cfg, n_pairs)
 
-    def results():
-        with tqdm(total=n_pairs, desc="quantify_motion", unit="pair", disable=not progress) as bar:
-            for block, n in zip(blocks, sizes):
-                yield _motion_block(tuning_path, gen, segmenter, block, cfg)
-                bar.update(n)
 
-    return _gather_motion(results(), tuple(segmenter.label_names), cfg, n_pairs)
+def quantify_motion_to(tuning_path: str | os.PathLike, gen, segmenter, cfg: QuantifyMotionConfig, out_path,
+                       progress: bool = True) -> dict:
+    """`quantify_motion` streamed to the parquet file `out_path` (`write_motion`); returns the summary."""
+    blocks, sizes, n_pairs = _motion_blocks(tuning_path, cfg)
+    results = _in_process(tuning_path, gen, segmenter, cfg, blocks, sizes, progress)
+    return write_motion(results, tuple(segmenter.label_names), cfg, n_pairs, out_path)
+
+
+def _in_process(tuning_path, gen, segmenter, cfg, blocks, sizes, progress):
+    with tqdm(total=sum(sizes), desc="quantify_motion", unit="pair", disable=not progress) as bar:
+        for block, n in zip(blocks, sizes):
+            yield _motion_block(tuning_path, gen, segmenter, block, cfg)
+            bar.update(n)
 
 
 @dataclass(frozen=True)
@@ -227,6 +317,17 @@ def quantify_motion_distributed(tuning_path, generator: GeneratorSpec, segmenter
     task = MotionBlocks(str(tuning_path), generator, str(segmenter_path), cfg)
     results = map_blocks(task, blocks, cluster, sizes=sizes, desc="quantify_motion", unit="pair", progress=progress)
     return _gather_motion(results, names, cfg, n_pairs)
+
+
+def quantify_motion_distributed_to(tuning_path, generator: GeneratorSpec, segmenter_path, names: tuple[str, ...],
+                                   cfg: QuantifyMotionConfig, cluster: ClusterConfig, out_path,
+                                   progress: bool = True) -> dict:
+    """`quantify_motion_distributed` streamed to `out_path` as the blocks come back (`write_motion`);
+    returns the summary. What stage quantify_motion runs."""
+    blocks, sizes, n_pairs = _motion_blocks(tuning_path, cfg)
+    task = MotionBlocks(str(tuning_path), generator, str(segmenter_path), cfg)
+    results = map_blocks(task, blocks, cluster, sizes=sizes, desc="quantify_motion", unit="pair", progress=progress)
+    return write_motion(results, names, cfg, n_pairs, out_path)
 
 
 def centroid_affine(c0: np.ndarray, c1: np.ndarray, use: np.ndarray) -> np.ndarray:
@@ -266,17 +367,26 @@ def _collect_agreement(agree: dict, motion, per_part: np.ndarray, masks_first: n
     agree["part_affine_t"].append(t)
 
 
+def _image_medians(values_of) -> dict:
+    """median |value| of each whole-image metric; `values_of(m)`: its values, or None if absent."""
+    image = {}
+    for m in IMAGE_METRICS:
+        v = values_of(m)
+        if v is not None:
+            image[f"median_abs_{m}"] = float(np.nanmedian(np.abs(v))) if np.isfinite(v).any() else None
+    return image
+
+
+AFFINE_FIGURES = ("translation_x", "translation_y", "scale", "rotation", "shear")
+
+
 def _summary(table: pd.DataFrame, keep: dict, agree: dict, names, cfg: QuantifyMotionConfig, n_pairs: int) -> dict:
     src = "segmenter" if "segmenter" in keep else next(iter(keep), None)
     img = table[(table["source"] == src) & (table["part"] == IMAGE_PART)]
     med = img.pivot_table(index=["unit", "seed"], columns="metric", values="change", aggfunc="first", dropna=False)
-    image = {}
-    for m in IMAGE_METRICS:
-        if m in med:
-            v = med[m].to_numpy(dtype=np.float64)
-            image[f"median_abs_{m}"] = float(np.nanmedian(np.abs(v))) if np.isfinite(v).any() else None
     out = {"backend": cfg.motion.backend, "n_pairs": int(n_pairs), "n_rows": int(len(table)),
-           "parts_kept": {s: p for s, p in keep.items()}, "image": image,
+           "parts_kept": {s: p for s, p in keep.items()},
+           "image": _image_medians(lambda m: med[m].to_numpy(dtype=np.float64) if m in med else None),
            # Whole-image rows are the same for both sources: only the parts can disagree.
            "segmenter_vs_ground_truth": ground_truth_agreement(table[table["part"] != IMAGE_PART],
                                                                metrics=("motion", "shift_x", "shift_y"))}
@@ -286,8 +396,28 @@ def _summary(table: pd.DataFrame, keep: dict, agree: dict, names, cfg: QuantifyM
         # The flow's affine against one fitted to the foreground parts' centroids (>= 4 parts).
         flow = np.concatenate([cat["flow_affine_t"], cat["flow_affine"]], 1)
         parts = np.concatenate([cat["part_affine_t"], cat["part_affine"]], 1)
-        out["affine_agreement"] = {m: _correlation(flow[:, i], parts[:, i]) for i, m in
-                                   enumerate(("translation_x", "translation_y", "scale", "rotation", "shear"))}
+        out["affine_agreement"] = {m: _correlation(flow[:, i], parts[:, i]) for i, m in enumerate(AFFINE_FIGURES)}
+    return out
+
+
+def _summary_streamed(spool: Spool, agree: AgreementStream, part_sources: set, keep: dict, names,
+                      cfg: QuantifyMotionConfig, n_pairs: int, n_rows: int, n_parts: int) -> dict:
+    """`_summary` from what `write_motion` spooled, one statistic's values in memory at a time."""
+    src = "segmenter" if "segmenter" in keep else next(iter(keep), None)
+    out = {"backend": cfg.motion.backend, "n_pairs": int(n_pairs), "n_rows": int(n_rows),
+           "parts_kept": {s: p for s, p in keep.items()},
+           "image": _image_medians(lambda m: spool.read(f"image/{src}/{m}") if f"image/{src}/{m}" in spool else None),
+           "segmenter_vs_ground_truth": agree.result(keep, part_sources, metrics=("motion", "shift_x", "shift_y"))}
+    if "centroid/shift" in spool:
+        def read(k, *shape):
+            return spool.read(f"centroid/{k}").reshape(-1, *shape)
+
+        out["centroid_agreement"] = _shift_agreement(read("shift", n_parts, 2), read("c_shift", n_parts, 2), names)
+        out["centroid_agreement"]["residual"] = _residual_agreement(read("resid", n_parts, 2),
+                                                                    read("c_resid", n_parts, 2), names)
+        flow = np.concatenate([read("flow_affine_t", 2), read("flow_affine", 3)], 1)
+        parts = np.concatenate([read("part_affine_t", 2), read("part_affine", 3)], 1)
+        out["affine_agreement"] = {m: _correlation(flow[:, i], parts[:, i]) for i, m in enumerate(AFFINE_FIGURES)}
     return out
 
 
