@@ -2,15 +2,17 @@
 # built-in default world; `make test` runs the test suite. Both create .venv if missing.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# CPU-only torch by default (small, no GPU needed); researchers with CUDA can create
-# .venv themselves with their own torch build before running make.
-TORCH ?= torch==2.13.0
+# torch and torchvision pinned together: torchvision's compiled ops must match torch's build
+# (torchvision 0.28 fails to import its ops against the CPU-only torch 2.13.0 wheel). These two
+# wheels are about 5.5 GB and install in about 2 minutes; they run on CPU and on CUDA 13 GPUs.
+# Researchers with another CUDA can create .venv with a matching pair before running make.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: run test bench env test-tools
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -c "import torch, torchvision.ops" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
