@@ -1,33 +1,39 @@
-"""Closed-loop tuning (docs/method.md section 4): find w whose render re-encodes to the set r.
+"""Closed-loop tuning (docs/method.md section 9): find w whose render re-encodes to the set r.
 
 The open-loop link maps the edited r to w and trusts that the render shows the edit; it
 mostly does not (a few percent of the set change survives, see faithfulness.py). Closed
 loop asks the classifier instead. For tuned unit i, seed s and set value v, the target is
-r* = r_s with unit i set to v, and w solves, starting from the seed's own w_s (whose
-render re-encodes to r_s exactly),
+r* = r_s with unit i set to v, and w is solved for from the seed's own w_s (whose render
+re-encodes to r_s exactly), with r~(w) = f_R(G(w)) and J_s = d r~ / d w at w_s (forward
+mode, one JVP per w dimension, once per seed, batched over seeds).
+
+Method `path` (default). Unit i's goal walks from r~_i(w_s) to v in n_iter equal steps
+(continuation); every step solves the problem linearised at the iterate,
+
+    min_dw ||e_-i - J_-i dw||^2 + lambda ||dw||^2   subject to   j_i dw = c,
+
+e = r* - r~ (the other units' drift, exact), c = goal - r~_i, j_i = d r~_i / d w (exact,
+one backward pass with two cotangents per render and step), J_-i the other units' rows of
+a Jacobian that starts at J_s and follows the path by a secant (Broyden) update from the
+exact change of all of r~ over each step. KKT in closed form: dw = A^-1 g + nu A^-1 j_i,
+A = J_-i^T J_-i + lambda I, g = J_-i^T e, nu = (c - j_i^T A^-1 g) / (j_i^T A^-1 j_i + h);
+h = hold_weight (0: unit i is a constraint of every linearised step; h > 0 softens it).
+The step is cut to max_step and always taken. Holding the others by least squares in every
+step, not by a penalty against unit i, and small steps that keep the linear model true,
+move the others less per unit of transfer than `lm` (README: faithfulness).
+
+Method `lm` (the first version). One damped Gauss-Newton solve of
 
     min_w  E(w) = (r*_i - r~_i(w))^2 + hold_weight * sum_{k != i} (r*_k - r~_k(w))^2,
-    r~(w) = f_R(G(w)),
 
-by damped Gauss-Newton (Levenberg-Marquardt), with curvature from the seed's Jacobian:
+with H = hold_weight J_s^T J_s + (1 - hold_weight) j_i j_i^T + mu lambda I, exact gradient at
+every iterate, a step kept only if E went down (mu x 4 on a failure, / 3 on a success).
 
-- J_s = d r~ / d w at w_s, once per seed (forward mode, one JVP per w dimension,
-  batched over seeds), gives the curvature of the held units, hold_weight * J_s^T J_s;
-- at every iterate the gradient of E and the gradient j_i of unit i are exact (one
-  backward pass per render with two cotangents), so every kept step really lowers E and unit i's own
-  curvature (1 - hold_weight) j_i j_i^T is current, even far from the seed;
-- the step dw = H^-1 g, H = hold_weight J_s^T J_s + (1 - hold_weight) j_i j_i^T + mu lambda I,
-  lambda = ridge * mean(diag J_s^T J_s), cut to max_step, is tried and kept only if E went
-  down (Levenberg-Marquardt: a failure multiplies the render's mu by 4, which turns the
-  step toward the gradient, a success divides it by 3, down to 1).
-
-Re-linearising all of J at every iterate (64 JVPs per render and step) gave about the same
-trade-off at 20-40x the cost per step on a CPU; a secant (Broyden) update of J_s was as cheap
-as this but stalled (docs/method.md section 4). Units with no gradient at the seed (a ReLU
-unit that is zero over the whole image) cannot be moved locally: their renders stay the seed's.
-
-Every render is solved on its own (its own gradients, step and damping), so results do not
-depend on the batch size beyond float rounding.
+lambda = ridge * mean(diag J_s^T J_s). Re-linearising all of J at every iterate (64 JVPs
+per render and step) costs 20-40x per step on a CPU. Units with no gradient at the seed (a
+ReLU unit that is zero over the whole image) cannot be moved locally: their renders stay
+the seed's. Every render is solved on its own (its own gradients, step and damping), in
+chunks of SOLVE_CHUNK, so results do not depend on the batch size beyond float rounding.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ class ClosedLoopConfig:
     """Options of tune_units.closed_loop."""
 
     method: str = "path"  # path: constrained steps along a continuation path (default); lm: one soft Levenberg-Marquardt solve
-    hold_weight: float = 0.0  # weight of the other units' squared drift, relative to unit i's squared error, <= 1 (path: 0 = unit i is a constraint)
+    hold_weight: float = 0.0  # weight of the other units' squared drift, relative to unit i's squared error, <= 1 (path: 0 = unit i a constraint; lm used 0.01)
     ridge: float = 0.01  # damping, relative to the mean diagonal of J_s^T J_s
     max_step: float = 2.0  # largest w step of one iteration
     n_iter: int = 20  # steps per render; each costs one forward and one backward pass
@@ -61,7 +67,7 @@ class ClosedLoopConfig:
 
     def __post_init__(self):
         check(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
-        check(0.0 <= self.hold_weight <= 1.0, "hold_weight", "must be in [0, 1] (0: the other units are free; 1: as weighty as unit i)")
+        check(0.0 <= self.hold_weight <= 1.0, "hold_weight", "must be in [0, 1] (lm, 0: the other units are free; path, 0: unit i a constraint of every step)")
         check(self.ridge > 0.0, "ridge", "must be > 0")
         check(self.max_step > 0.0, "max_step", "must be > 0")
         check(self.n_iter >= 1, "n_iter", "must be >= 1")
