@@ -1,33 +1,39 @@
-"""Closed-loop tuning (docs/method.md section 4): find w whose render re-encodes to the set r.
+"""Closed-loop tuning (docs/method.md section 9): find w whose render re-encodes to the set r.
 
 The open-loop link maps the edited r to w and trusts that the render shows the edit; it
 mostly does not (a few percent of the set change survives, see faithfulness.py). Closed
 loop asks the classifier instead. For tuned unit i, seed s and set value v, the target is
-r* = r_s with unit i set to v, and w solves, starting from the seed's own w_s (whose
-render re-encodes to r_s exactly),
+r* = r_s with unit i set to v, and w is solved for from the seed's own w_s (whose render
+re-encodes to r_s exactly), with r~(w) = f_R(G(w)) and J_s = d r~ / d w at w_s (forward
+mode, one JVP per w dimension, once per seed, batched over seeds).
+
+Method `path` (default). Unit i's goal walks from r~_i(w_s) to v in n_iter equal steps
+(continuation); every step solves the problem linearised at the iterate,
+
+    min_dw ||e_-i - J_-i dw||^2 + lambda ||dw||^2   subject to   j_i dw = c,
+
+e = r* - r~ (the other units' drift, exact), c = goal - r~_i, j_i = d r~_i / d w (exact,
+one backward pass with two cotangents per render and step), J_-i the other units' rows of
+a Jacobian that starts at J_s and follows the path by a secant (Broyden) update from the
+exact change of all of r~ over each step. KKT in closed form: dw = A^-1 g + nu A^-1 j_i,
+A = J_-i^T J_-i + lambda I, g = J_-i^T e, nu = (c - j_i^T A^-1 g) / (j_i^T A^-1 j_i + h);
+h = hold_weight (0: unit i is a constraint of every linearised step; h > 0 softens it).
+The step is cut to max_step and always taken. Holding the others by least squares in every
+step, not by a penalty against unit i, and small steps that keep the linear model true,
+move the others less per unit of transfer than `lm` (README: faithfulness).
+
+Method `lm` (the first version). One damped Gauss-Newton solve of
 
     min_w  E(w) = (r*_i - r~_i(w))^2 + hold_weight * sum_{k != i} (r*_k - r~_k(w))^2,
-    r~(w) = f_R(G(w)),
 
-by damped Gauss-Newton (Levenberg-Marquardt), with curvature from the seed's Jacobian:
+with H = hold_weight J_s^T J_s + (1 - hold_weight) j_i j_i^T + mu lambda I, exact gradient at
+every iterate, a step kept only if E went down (mu x 4 on a failure, / 3 on a success).
 
-- J_s = d r~ / d w at w_s, once per seed (forward mode, one JVP per w dimension,
-  batched over seeds), gives the curvature of the held units, hold_weight * J_s^T J_s;
-- at every iterate the gradient of E and the gradient j_i of unit i are exact (one
-  backward pass per render with two cotangents), so every kept step really lowers E and unit i's own
-  curvature (1 - hold_weight) j_i j_i^T is current, even far from the seed;
-- the step dw = H^-1 g, H = hold_weight J_s^T J_s + (1 - hold_weight) j_i j_i^T + mu lambda I,
-  lambda = ridge * mean(diag J_s^T J_s), cut to max_step, is tried and kept only if E went
-  down (Levenberg-Marquardt: a failure multiplies the render's mu by 4, which turns the
-  step toward the gradient, a success divides it by 3, down to 1).
-
-Re-linearising all of J at every iterate (64 JVPs per render and step) gave about the same
-trade-off at 20-40x the cost per step on a CPU; a secant (Broyden) update of J_s was as cheap
-as this but stalled (docs/method.md section 4). Units with no gradient at the seed (a ReLU
-unit that is zero over the whole image) cannot be moved locally: their renders stay the seed's.
-
-Every render is solved on its own (its own gradients, step and damping), so results do not
-depend on the batch size beyond float rounding.
+lambda = ridge * mean(diag J_s^T J_s). Re-linearising all of J at every iterate (64 JVPs
+per render and step) costs 20-40x per step on a CPU. Units with no gradient at the seed (a
+ReLU unit that is zero over the whole image) cannot be moved locally: their renders stay
+the seed's. Every render is solved on its own (its own gradients, step and damping), in
+chunks of SOLVE_CHUNK, so results do not depend on the batch size beyond float rounding.
 """
 
 from __future__ import annotations
@@ -42,19 +48,26 @@ from tqdm.auto import tqdm
 from linkstyle.core.config import check
 
 
+METHODS = ("path", "lm")
+SECANT_MIN_STEP = 1e-3  # path: steps shorter than this times max_step leave J as it is
+SOLVE_CHUNK = 64  # renders solved together (memory and CPU cache); results do not depend on it
+
+
 @dataclass(frozen=True)
 class ClosedLoopConfig:
     """Options of tune_units.closed_loop."""
 
-    hold_weight: float = 0.01  # weight of the other units' squared drift, relative to unit i's squared error, <= 1
+    method: str = "path"  # path: constrained steps along a continuation path (default); lm: one soft Levenberg-Marquardt solve
+    hold_weight: float = 0.0  # weight of the other units' squared drift, relative to unit i's squared error, <= 1 (path: 0 = unit i a constraint; lm used 0.01)
     ridge: float = 0.01  # damping, relative to the mean diagonal of J_s^T J_s
-    max_step: float = 4.0  # largest w step of one iteration
-    n_iter: int = 10  # tried steps per render; each costs one forward and one backward pass
+    max_step: float = 2.0  # largest w step of one iteration
+    n_iter: int = 20  # steps per render; each costs one forward and one backward pass
     jacobian_batch: int = 4  # seeds per batched Jacobian (memory: 64 tangents per seed)
     units_every: int = 1  # tune every k-th of the selected units only: the closed loop costs ~15x the open loop
 
     def __post_init__(self):
-        check(0.0 <= self.hold_weight <= 1.0, "hold_weight", "must be in [0, 1] (0: the other units are free; 1: as weighty as unit i)")
+        check(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
+        check(0.0 <= self.hold_weight <= 1.0, "hold_weight", "must be in [0, 1] (lm, 0: the other units are free; path, 0: unit i a constraint of every step)")
         check(self.ridge > 0.0, "ridge", "must be > 0")
         check(self.max_step > 0.0, "max_step", "must be > 0")
         check(self.n_iter >= 1, "n_iter", "must be >= 1")
@@ -102,39 +115,88 @@ class ClosedLoop:
         self.gen, self.clf, self.cfg, self.batch_size = gen, clf, cfg, batch_size
         dev = gen.device
         self.w_seed = torch.as_tensor(np.asarray(w_seed), dtype=torch.float32, device=dev)
-        jac = seed_jacobians(gen, clf, self.w_seed, cfg.jacobian_batch, progress)
-        self.hess = jac.transpose(1, 2) @ jac  # [S, D, D]: J_s^T J_s
+        self.jac = seed_jacobians(gen, clf, self.w_seed, cfg.jacobian_batch, progress)  # [S, R, D]
+        self.hess = self.jac.transpose(1, 2) @ self.jac  # [S, D, D]: J_s^T J_s
         # The floor keeps H invertible where r~ does not depend on w at all (then g = 0: no step).
         self.lam = cfg.ridge * self.hess.diagonal(dim1=1, dim2=2).mean(1) + 1e-12  # [S]
 
-    def _evaluate(self, w: torch.Tensor, target: torch.Tensor, unit: torch.Tensor):
-        """E, the gradient direction g = J^T D (r* - r~) and j_i at w, exact, from one backward pass."""
-        gamma = self.cfg.hold_weight
+    def _evaluate(self, w: torch.Tensor, target: torch.Tensor, unit: torch.Tensor, hold: float, own: float):
+        """r~, E, g = J^T D (r* - r~) and j_i at w, exact, from one forward and one backward pass;
+        D weighs the other units by `hold` and unit i by `own`."""
         with torch.enable_grad():
             x = w.detach().float().requires_grad_(True)
             r = reencode(self.gen, self.clf, x)
             rows = torch.arange(len(x), device=x.device)
             err = target - r.detach()
-            weights = torch.full_like(err, gamma)
-            weights[rows, unit] = 1.0
+            weights = torch.full_like(err, hold)
+            weights[rows, unit] = own
             onehot = torch.zeros_like(err)
             onehot[rows, unit] = 1.0
             cot = torch.stack([weights * err, onehot])
             g, = torch.autograd.grad(r, x, cot, is_grads_batched=True)
         err = err.double()
         energy = (weights.double() * err * err).sum(1)
-        return energy, g[0].double(), g[1].double()
+        return r.detach().double(), energy, g[0].double(), g[1].double()
 
     def solve(self, seed_idx: np.ndarray, unit: np.ndarray, target: torch.Tensor) -> torch.Tensor:
         """w [n, D] (float32) for n renders: seed position, unit id and target r* [n, R] each."""
         outs = []
+        one = self._solve_path if self.cfg.method == "path" else self._solve_lm
+        # At most SOLVE_CHUNK renders at a time: every render is solved on its own anyway, and
+        # on a CPU small chunks run about twice as fast as 512 (cache, fewer page faults).
+        chunk = max(1, min(self.batch_size, SOLVE_CHUNK))
         with _eval_mode(self.gen, self.clf):
-            for a in range(0, len(seed_idx), self.batch_size):
-                sl = slice(a, a + self.batch_size)
-                outs.append(self._solve(np.asarray(seed_idx[sl]), np.asarray(unit[sl]), target[sl]))
+            for a in range(0, len(seed_idx), chunk):
+                sl = slice(a, a + chunk)
+                outs.append(one(np.asarray(seed_idx[sl]), np.asarray(unit[sl]), target[sl]))
         return torch.cat(outs) if outs else torch.zeros(0, self.gen.w_dim)
 
-    def _solve(self, seed_idx: np.ndarray, unit: np.ndarray, target: torch.Tensor) -> torch.Tensor:
+    def _cut(self, step: torch.Tensor) -> torch.Tensor:
+        norm = step.norm(dim=1, keepdim=True)
+        return step * torch.clamp(self.cfg.max_step / norm.clamp_min(1e-12), max=1.0)
+
+    def _solve_path(self, seed_idx: np.ndarray, unit: np.ndarray, target: torch.Tensor) -> torch.Tensor:
+        """Method `path`: unit i's goal walks from r~_i(w_s) to its set value in n_iter equal
+        steps; each step solves the linearised problem
+            min_dw ||e_-i - J_-i dw||^2 + lambda ||dw||^2 + (c - j_i dw)^2 / h,
+        e = r* - r~ at the iterate (exact), c = goal - r~_i, j_i exact at the iterate and J the
+        seed's Jacobian, carried along by a secant (Broyden) update from the exact change of
+        all of r~ over each step. h = 0 makes unit i a constraint (j_i dw = c: KKT). Every step
+        is taken, cut to max_step."""
+        cfg, dev = self.cfg, self.w_seed.device
+        s = torch.as_tensor(seed_idx, device=dev)
+        u = torch.as_tensor(unit, device=dev)
+        rows = torch.arange(len(s), device=dev)
+        target = target.to(dev, torch.float32)
+        w = self.w_seed[s].double()
+        jac = self.jac[s].clone()  # [n, R, D]
+        lam = self.lam[s][:, None, None] * torch.eye(w.shape[1], dtype=torch.float64, device=dev)
+        r, _, g, ji = self._evaluate(w, target, u, hold=1.0, own=0.0)
+        start, goal = r[rows, u], target[rows, u].double()
+        for k in range(cfg.n_iter):
+            held = jac.clone()
+            held[rows, u] = 0.0  # unit i's curvature is not held
+            chol = torch.linalg.cholesky(held.transpose(1, 2) @ held + lam)
+            c = start + (k + 1) / cfg.n_iter * (goal - start) - r[rows, u]
+            x = torch.cholesky_solve(torch.stack([g, ji], 2), chol)  # [n, D, 2]: A^-1 g, A^-1 j_i
+            q = (ji * x[:, :, 1]).sum(1)
+            # A unit with no gradient here (a ReLU unit off over the whole image) cannot be
+            # moved: only the hold is corrected.
+            nu = torch.where(q > 1e-20, (c - (ji * x[:, :, 0]).sum(1)) / (q + cfg.hold_weight), torch.zeros_like(q))
+            step = self._cut(x[:, :, 0] + nu[:, None] * x[:, :, 1])
+            w = w + step
+            if k + 1 < cfg.n_iter:
+                r_old = r
+                r, _, g, ji = self._evaluate(w, target, u, hold=1.0, own=0.0)
+                miss = (r - r_old) - (jac @ step[:, :, None])[..., 0]  # [n, R]: what the linear model missed
+                # Only steps well above float noise update J (r~ is float32: a tiny step's miss is noise).
+                sq = (step * step).sum(1, keepdim=True)
+                big = sq > (SECANT_MIN_STEP * cfg.max_step) ** 2
+                jac = jac + torch.where(big, step / sq.clamp_min(1e-30), 0.0)[:, None, :] * miss[:, :, None]
+        return w.float()
+
+    def _solve_lm(self, seed_idx: np.ndarray, unit: np.ndarray, target: torch.Tensor) -> torch.Tensor:
+        """Method `lm`: one damped Gauss-Newton solve of E(w) (module doc)."""
         cfg, dev = self.cfg, self.w_seed.device
         s = torch.as_tensor(seed_idx, device=dev)
         u = torch.as_tensor(unit, device=dev)
@@ -144,14 +206,11 @@ class ClosedLoop:
         eye = torch.eye(w.shape[1], dtype=torch.float64, device=dev)
         damp = self.lam[s][:, None, None] * eye
         mu = torch.ones(len(w), 1, 1, dtype=torch.float64, device=dev)  # Levenberg-Marquardt multiplier
-        energy, g, ji = self._evaluate(w, target, u)
+        _, energy, g, ji = self._evaluate(w, target, u, hold=cfg.hold_weight, own=1.0)
         for _ in range(cfg.n_iter):
             h = hold + (1.0 - cfg.hold_weight) * ji[:, :, None] * ji[:, None, :] + mu * damp
-            step = torch.linalg.solve(h, g[:, :, None])[..., 0]
-            norm = step.norm(dim=1, keepdim=True)
-            step = step * torch.clamp(cfg.max_step / norm.clamp_min(1e-12), max=1.0)
-            trial = w + step
-            e2, g2, j2 = self._evaluate(trial, target, u)
+            trial = w + self._cut(torch.linalg.solve(h, g[:, :, None])[..., 0])
+            _, e2, g2, j2 = self._evaluate(trial, target, u, hold=cfg.hold_weight, own=1.0)
             ok = e2 < energy
             okc = ok[:, None]
             w = torch.where(okc, trial, w)

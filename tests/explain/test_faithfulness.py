@@ -162,7 +162,7 @@ def test_seed_jacobian_matches_finite_differences(toy):
 
 def test_closed_loop_reaches_the_set_value_and_holds_the_others(toy):
     gen, clf, w, r = toy
-    solver = ClosedLoop(gen, clf, w, ClosedLoopConfig(hold_weight=1.0, ridge=1e-4, n_iter=30, max_step=1.0))
+    solver = ClosedLoop(gen, clf, w, ClosedLoopConfig(method="lm", hold_weight=1.0, ridge=1e-4, n_iter=30, max_step=1.0))
     seed, unit = np.array([0, 1, 2, 0]), np.array([1, 3, 0, 2])
     target = torch.as_tensor(r[seed]).clone()
     target[torch.arange(4), torch.as_tensor(unit)] += torch.tensor([0.3, -0.2, 0.25, 0.15])
@@ -186,11 +186,12 @@ def test_closed_loop_config_errors():
         TuningConfig(mode="both")
 
 
-def _tune(gen, clf, r_base, w_base, path, mode, batch_size, link=None, units=(0, 2), n_iter=20):
+def _tune(gen, clf, r_base, w_base, path, mode, batch_size, link=None, units=(0, 2), n_iter=20, **closed):
     units = np.asarray(units)
     lo, hi = r_base[:, units].min(0), r_base[:, units].max(0)
+    closed = {"method": "lm", "hold_weight": 0.1, "max_step": 4.0, **closed}
     cfg = TuningConfig(n_seeds=len(r_base), n_steps=3, batch_size=batch_size, device="cpu", mode=mode,
-                       closed_loop=ClosedLoopConfig(n_iter=n_iter, hold_weight=0.1))
+                       closed_loop=ClosedLoopConfig(n_iter=n_iter, **closed))
     return tune_units(gen, clf, link, r_base, np.arange(len(r_base)) + 100, np.arange(len(r_base)) % gen.n_classes,
                       units, lo, hi, cfg, path, attrs={}, progress=False, w_base=w_base)
 

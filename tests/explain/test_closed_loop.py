@@ -1,0 +1,120 @@
+"""Closed-loop solvers on a tiny world where not every unit can be held: 8 units, 3 dims of w."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from linkstyle.core.errors import UserError
+from linkstyle.explain.closed_loop import ClosedLoop, ClosedLoopConfig, reencode
+from linkstyle.models.classifier import Classifier
+from linkstyle.models.generator import Generator
+
+
+class NarrowGen(Generator):
+    """w [N, 3] -> 4x4 image tanh(A w + b): fewer w dims than the classifier has units."""
+
+    def __init__(self):
+        super().__init__()
+        self.w_dim, self.z_dim, self.num_ws, self.n_classes, self.resolution = 3, 3, 1, 2, 4
+        self.class_names, self.part_names = ("a", "b"), None
+        self.lin = nn.Linear(3, 48)
+        rng = np.random.default_rng(4)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.as_tensor(rng.normal(size=(48, 3)) * 0.5))
+            self.lin.bias.copy_(torch.as_tensor(rng.normal(size=48) * 0.2))
+
+    def _synthesis(self, w, features):
+        return torch.tanh(self.lin(w)).view(-1, 3, 4, 4), []
+
+
+class WideClf(Classifier):
+    """8 units r = softplus(P x): moving one unit moves others."""
+
+    arch = "toy_wide"
+
+    def __init__(self):
+        super().__init__(("a", "b"), 8, 4, 4, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        self.proj = nn.Linear(48, 8)
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.as_tensor(np.random.default_rng(5).normal(size=(8, 48)) * 0.3))
+            self.proj.bias.fill_(0.5)
+        self.fc = nn.Linear(8, 2)
+
+    def features(self, x):
+        return nn.functional.softplus(self.proj(x.flatten(1)))
+
+    def logits_from_r(self, r):
+        return self.fc(r)
+
+
+@pytest.fixture(scope="module")
+def narrow():
+    gen, clf = NarrowGen().eval(), WideClf().eval()
+    w = torch.as_tensor(np.random.default_rng(6).normal(size=(4, 3)) * 0.6, dtype=torch.float32)
+    with torch.no_grad():
+        r = reencode(gen, clf, w)
+    # every (seed, unit) pair, the unit raised by 0.3
+    seed, unit = np.repeat(np.arange(4), 8), np.tile(np.arange(8), 4)
+    target = r[seed].clone()
+    target[torch.arange(32), torch.as_tensor(unit)] += 0.3
+    return gen, clf, w.numpy(), r, seed, unit, target
+
+
+def _moves(narrow, cfg, batch_size=512):
+    gen, clf, w, r, seed, unit, target = narrow
+    w_new = ClosedLoop(gen, clf, w, cfg, batch_size).solve(seed, unit, target)
+    with torch.no_grad():
+        r_new = reencode(gen, clf, w_new)
+    d = (r_new - r[seed]).double()
+    rows = torch.arange(len(seed))
+    moved = d[rows, torch.as_tensor(unit)] / 0.3
+    d[rows, torch.as_tensor(unit)] = 0.0
+    return w_new, moved.numpy(), (d.norm(dim=1) / 0.3).numpy()
+
+
+PATH = ClosedLoopConfig(method="path", n_iter=20, max_step=0.5)
+
+
+def test_path_reaches_the_set_value_and_holds_the_others_at_least_as_well_as_lm(narrow):
+    _, moved, off = _moves(narrow, PATH)
+    _, moved_lm, off_lm = _moves(narrow, ClosedLoopConfig(method="lm", hold_weight=0.01, n_iter=10, max_step=4.0))
+    _, moved_lm_hold, off_lm_hold = _moves(narrow, ClosedLoopConfig(method="lm", hold_weight=0.1, n_iter=10, max_step=4.0))
+    # 3 dims of w, 8 units: unit i moves only with others; the path moves it all the way ...
+    assert np.median(moved) == pytest.approx(1.0, abs=0.01) and moved.min() > 0.85
+    assert np.median(moved) > np.median(moved_lm) > np.median(moved_lm_hold)
+    # ... and moves the others less per unit of transfer than either soft solve
+    ratio = np.median(off / moved)
+    assert ratio <= np.median(off_lm / moved_lm) and ratio < np.median(off_lm_hold / moved_lm_hold) - 0.02
+    assert ratio < 1.5, "the others are held (moving unit i alone costs about 1.23 here)"
+
+
+def test_path_is_deterministic_and_independent_of_the_batch_size(narrow):
+    gen, clf, w, r, seed, unit, target = narrow
+    w1, moved1, off1 = _moves(narrow, PATH)
+    w2, _, _ = _moves(narrow, PATH)
+    w3, moved3, off3 = _moves(narrow, PATH, batch_size=3)
+    assert torch.equal(w1, w2), "same params, same w"
+    # Batched float rounding differs; the path does not amplify it, except on one render
+    # (unit 5 at seed 0, driven into tanh saturation) that ends 0.03 apart in w.
+    close = (w3 - w1).abs().max(1).values <= 1e-4
+    assert close.sum() >= len(close) - 1
+    np.testing.assert_allclose(moved3, moved1, rtol=0.02, atol=0.01)
+    np.testing.assert_allclose(off3, off1, rtol=0.02, atol=0.01)
+
+
+def test_path_leaves_an_unchanged_target_at_the_seed(narrow):
+    gen, clf, w, r, *_ = narrow
+    same = ClosedLoop(gen, clf, w, PATH).solve(np.array([1, 2]), np.array([0, 5]), r[[1, 2]].clone())
+    np.testing.assert_allclose(same.numpy(), w[[1, 2]], atol=1e-5)
+
+
+def test_method_is_checked():
+    with pytest.raises(UserError, match="method must be one of path, lm"):
+        ClosedLoopConfig(method="newton")
+
+
+def test_soft_path_trades_transfer_for_hold(narrow):
+    _, moved, off = _moves(narrow, PATH)
+    _, moved_soft, off_soft = _moves(narrow, ClosedLoopConfig(method="path", n_iter=20, max_step=0.5, hold_weight=0.5))
+    assert np.median(moved_soft) < np.median(moved) - 0.05 and np.median(off_soft) < np.median(off)
