@@ -101,7 +101,9 @@ class TorchvisionClassifier(Classifier):
         self.register_buffer("_idx", torch.tensor(idx, dtype=torch.long), persistent=False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, dtype=torch.float16, enabled=self.amp and x.device.type == "cuda"):
+        if not self.amp:  # checked first: torch.fx traces this method (attribution) with amp off
+            return ARCHS[self.name].penultimate(self.net, x)
+        with torch.autocast(x.device.type, dtype=torch.float16, enabled=x.device.type == "cuda"):
             r = ARCHS[self.name].penultimate(self.net, x)
         return r.float()
 
