@@ -75,6 +75,19 @@ def remove_orphans(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _temp_beside(path: Path, clean: bool) -> Path:
+    """A new empty temp file beside `path`, named so `remove_orphans(path)` finds it if left behind."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if clean:
+            remove_orphans(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise (disk_error(path, e) or e) from None
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only on success.
@@ -84,14 +97,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     (the stages turn SIGTERM into an exception, see `linkstyle.core.cli.run`).
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_orphans(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as e:
-        raise (disk_error(path, e) or e) from None
-    tmp = Path(tmp)
+    tmp = _temp_beside(path, clean=True)
     try:
         yield tmp
         # mkstemp makes the file private (0600); give the output the mode a plain open() would.
@@ -114,14 +120,7 @@ def scratch_path(path: str | os.PathLike) -> Iterator[Path]:
     Named like `atomic_path`'s temp files, so a writer killed mid-way (no cleanup runs)
     leaves nothing that the next run for `path` does not remove (`remove_orphans`).
     """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as e:
-        raise (disk_error(path, e) or e) from None
-    tmp = Path(tmp)
+    tmp = _temp_beside(Path(path), clean=False)
     try:
         yield tmp
     finally:

@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -35,16 +36,22 @@ REQUIRED = {
 }
 
 
+def add_import_path(folder: str | os.PathLike, missing: str) -> None:
+    """Put a user's code folder first on sys.path (once); `missing` ends the error if it is not a folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: {missing}")
+    p = str(folder.resolve())
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+
 def resolve_factory(factory: str, code: str | None, param: str):
     """The callable `package.module:function` names, importing from `code` first if given."""
     if not isinstance(factory, str) or not FACTORY.match(factory):
         raise UserError(f"{param}.factory: {factory!r} is not of the form package.module:function")
     if code:
-        folder = Path(code)
-        if not folder.is_dir():
-            raise UserError(f"{code}: plugin code folder not found; fix {param}.code in params.yaml")
-        if str(folder.resolve()) not in sys.path:
-            sys.path.insert(0, str(folder.resolve()))
+        add_import_path(code, f"plugin code folder not found; fix {param}.code in params.yaml")
     module_name, fn_name = factory.split(":")
     try:
         module = importlib.import_module(module_name)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import inspect
 import os
 import pickle
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -32,18 +31,9 @@ from torch import nn
 
 from linkstyle.core.errors import UserError
 from linkstyle.models.generator import Generator
+from linkstyle.models.plugin import add_import_path
 
 CODE_HINT = "e.g. a clone of github.com/autonomousvision/stylegan-xl, NVlabs/stylegan3 or NVlabs/stylegan2-ada-pytorch"
-
-
-def _add_code_path(code: str | os.PathLike) -> None:
-    code = Path(code)
-    if not code.is_dir():
-        raise UserError(f"{code}: code checkout not found; set models.generator.code to the folder of the code "
-                        f"that wrote the pickle ({CODE_HINT})")
-    p = str(code.resolve())
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
 
 def read_network_pickle(path: str | os.PathLike, code: str | os.PathLike) -> nn.Module:
@@ -51,7 +41,8 @@ def read_network_pickle(path: str | os.PathLike, code: str | os.PathLike) -> nn.
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: generator pickle not found; fix models.generator.path in params.yaml")
-    _add_code_path(code)
+    add_import_path(code, "code checkout not found; set models.generator.code to the folder of the code that wrote "
+                    f"the pickle ({CODE_HINT})")
     try:
         with open(path, "rb") as f:
             data = pickle.load(f)

@@ -65,6 +65,9 @@ ARCHS: dict[str, Family] = {
     **{n: FC7 for n in ("alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn")},
 }
 
+# Where each family keeps its head's weight in a state dict (its row count = the checkpoint's outputs).
+_HEAD_KEY = {id(RESNET): "fc.weight", id(DENSENET): "classifier.weight", id(FC7): "classifier.6.weight"}
+
 # Old torchvision DenseNet checkpoints name "norm.1" what the constructor calls "norm1".
 _DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
@@ -142,10 +145,8 @@ def load_torchvision(name: str, path: str | os.PathLike, class_indices: Sequence
     if name not in ARCHS:
         TorchvisionClassifier(name)  # raises the one-line error
     state = _read_state(path, expected)
-    head = ARCHS[name].head(_probe(name))
-    head_key = next((k for k, v in state.items() if k.endswith("weight") and isinstance(v, torch.Tensor)
-                     and v.ndim == 2 and v.shape[1] == head.in_features and k.startswith(_head_prefix(name))), None)
-    n_outputs = int(state[head_key].shape[0]) if head_key else 1000
+    head = state.get(_HEAD_KEY[id(ARCHS[name])])
+    n_outputs = int(head.shape[0]) if isinstance(head, torch.Tensor) and head.ndim == 2 else 1000
     # Built empty and the file's tensors assigned: a random init of millions of weights
     # that are overwritten at once would cost more than the load itself.
     model = TorchvisionClassifier(name, class_indices, class_names, n_outputs, empty=True)
@@ -154,21 +155,3 @@ def load_torchvision(name: str, path: str | os.PathLike, class_indices: Sequence
     if left:
         raise UserError(f"{path}: no values for {left[0]} ({len(left)} tensors); expected {expected}")
     return model.to(device).eval()
-
-
-def _head_prefix(name: str) -> str:
-    fam = ARCHS[name]
-    return "fc." if fam is RESNET else ("classifier." if fam is DENSENET else "classifier.6.")
-
-
-_PROBES: dict[str, nn.Module] = {}
-
-
-def _probe(name: str) -> nn.Module:
-    """An architecture's skeleton on the meta device (no memory), to read its head's width."""
-    if name not in _PROBES:
-        import torchvision
-
-        with torch.device("meta"):
-            _PROBES[name] = torchvision.models.get_model(name, weights=None)
-    return _PROBES[name]
