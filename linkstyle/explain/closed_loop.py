@@ -59,9 +59,10 @@ class ClosedLoopConfig:
 
     method: str = "path"  # path: constrained steps along a continuation path (default); lm: one soft Levenberg-Marquardt solve
     hold_weight: float = 0.0  # weight of the other units' squared drift, relative to unit i's squared error, <= 1 (path: 0 = unit i a constraint; lm used 0.01)
-    ridge: float = 0.01  # damping, relative to the mean diagonal of J_s^T J_s
+    ridge: float = 0.003  # damping, relative to the mean diagonal of J_s^T J_s
     max_step: float = 2.0  # largest w step of one iteration
-    n_iter: int = 20  # steps per render; each costs one forward and one backward pass
+    n_iter: int = 36  # steps per render; each costs one forward and one backward pass
+    n_polish: int = 16  # path: of those, the last n_polish hold unit i at its set value (catch up, re-hold the others)
     jacobian_batch: int = 4  # seeds per batched Jacobian (memory: 64 tangents per seed)
     units_every: int = 1  # tune every k-th of the selected units only: the closed loop costs ~15x the open loop
 
@@ -71,6 +72,9 @@ class ClosedLoopConfig:
         check(self.ridge > 0.0, "ridge", "must be > 0")
         check(self.max_step > 0.0, "max_step", "must be > 0")
         check(self.n_iter >= 1, "n_iter", "must be >= 1")
+        check(self.n_polish >= 0, "n_polish", "must be >= 0")
+        check(self.method != "path" or self.n_polish < self.n_iter, "n_polish",
+              f"must be in [0, n_iter) = [0, {self.n_iter}) for method path: the goal needs at least one step to walk")
         check(self.jacobian_batch >= 1, "jacobian_batch", "must be >= 1")
         check(self.units_every >= 1, "units_every", "must be >= 1 (1: every selected unit)")
 
@@ -173,11 +177,14 @@ class ClosedLoop:
         lam = self.lam[s][:, None, None] * torch.eye(w.shape[1], dtype=torch.float64, device=dev)
         r, _, g, ji = self._evaluate(w, target, u, hold=1.0, own=0.0)
         start, goal = r[rows, u], target[rows, u].double()
+        walk = cfg.n_iter - cfg.n_polish
         for k in range(cfg.n_iter):
             held = jac.clone()
             held[rows, u] = 0.0  # unit i's curvature is not held
             chol = torch.linalg.cholesky(held.transpose(1, 2) @ held + lam)
-            c = start + (k + 1) / cfg.n_iter * (goal - start) - r[rows, u]
+            # The goal walks for n_iter - n_polish steps, then stays: the last steps are
+            # Gauss-Newton steps at the set value that catch up and re-hold the others.
+            c = start + min(1.0, (k + 1) / walk) * (goal - start) - r[rows, u]
             x = torch.cholesky_solve(torch.stack([g, ji], 2), chol)  # [n, D, 2]: A^-1 g, A^-1 j_i
             q = (ji * x[:, :, 1]).sum(1)
             # A unit with no gradient here (a ReLU unit off over the whole image) cannot be

@@ -173,7 +173,10 @@ def _write_tuning(path, gen, units, seeds, classes, lo, hi, values, r_base, cfg:
     S, T, R = len(seeds), cfg.n_steps, r_base.shape[1]
     unit_t_all, off_all = [], []
     with h5.create(path) as f:
-        h5.set_attrs(f, params=to_dict(cfg), class_names=list(gen.class_names),
+        recorded = to_dict(cfg)
+        if cfg.mode != "closed_loop":  # the closed loop's options do not touch an open-loop sweep
+            recorded.pop("closed_loop")
+        h5.set_attrs(f, params=recorded, class_names=list(gen.class_names),
                      part_names=list(gen.part_names) if gen.part_names else [], mode=cfg.mode, **attrs)
         for name, arr in (("units", units), ("seeds", seeds), ("classes", classes), ("range_min", lo.astype(np.float32)),
                           ("range_max", hi.astype(np.float32)), ("values", values), ("r_base", r_base.astype(np.float32))):

@@ -189,7 +189,7 @@ def test_closed_loop_config_errors():
 def _tune(gen, clf, r_base, w_base, path, mode, batch_size, link=None, units=(0, 2), n_iter=20, **closed):
     units = np.asarray(units)
     lo, hi = r_base[:, units].min(0), r_base[:, units].max(0)
-    closed = {"method": "lm", "hold_weight": 0.1, "max_step": 4.0, **closed}
+    closed = {"method": "lm", "hold_weight": 0.1, "max_step": 4.0, "ridge": 0.01, **closed}
     cfg = TuningConfig(n_seeds=len(r_base), n_steps=3, batch_size=batch_size, device="cpu", mode=mode,
                        closed_loop=ClosedLoopConfig(n_iter=n_iter, **closed))
     return tune_units(gen, clf, link, r_base, np.arange(len(r_base)) + 100, np.arange(len(r_base)) % gen.n_classes,
