@@ -13,7 +13,7 @@ is re-encoded, and (docs/method.md section 9)
 For every setting (params.yaml's tune_units.closed_loop with the named keys replaced) it
 solves the two end steps of every (unit, seed) of units offset::every, the stage's seeds,
 and prints the medians over (unit, seed) and over units (median over seeds first), the
-ratio off / transfer, and the seconds. The open loop's figures for the same units and
+ratio of the two medians off / transfer, and the seconds. The open loop's figures for the same units and
 seeds come from data/tuning.h5. The issue's target: transfer >= 0.5 at off-target no
 larger than the open loop's. Prints figures only; about 4 min per setting for 32 units on
 2 cores.
@@ -50,9 +50,9 @@ def _parse(setting: str) -> dict:
 def _summary(transfer: np.ndarray, off: np.ndarray) -> dict:
     """Medians over (unit, seed) and over units; dead units (NaN) left out."""
     per_unit_t, per_unit_o = np.nanmedian(transfer, 1), np.nanmedian(off, 1)
-    return {"transfer": np.nanmedian(transfer), "off": np.nanmedian(off), "unit_transfer": np.nanmedian(per_unit_t),
-            "unit_off": np.nanmedian(per_unit_o), "ratio": np.nanmedian(off / np.where(transfer > 0, transfer, np.nan)),
-            "half": np.nanmean(transfer >= 0.5)}
+    t, o = np.nanmedian(transfer), np.nanmedian(off)
+    return {"transfer": t, "off": o, "unit_transfer": np.nanmedian(per_unit_t), "unit_off": np.nanmedian(per_unit_o),
+            "ratio": o / t, "half": np.mean(transfer[np.isfinite(transfer)] >= 0.5)}
 
 
 def _open_loop(tuning: Path, units: np.ndarray) -> dict:

@@ -7,8 +7,9 @@ r* = r_s with unit i set to v, and w is solved for from the seed's own w_s (whos
 re-encodes to r_s exactly), with r~(w) = f_R(G(w)) and J_s = d r~ / d w at w_s (forward
 mode, one JVP per w dimension, once per seed, batched over seeds).
 
-Method `path` (default). Unit i's goal walks from r~_i(w_s) to v in n_iter equal steps
-(continuation); every step solves the problem linearised at the iterate,
+Method `path` (default). Unit i's goal walks from r~_i(w_s) to v in n_iter - n_polish equal
+steps (continuation) and stays at v for the last n_polish; every step solves the problem
+linearised at the iterate,
 
     min_dw ||e_-i - J_-i dw||^2 + lambda ||dw||^2   subject to   j_i dw = c,
 
@@ -20,7 +21,9 @@ A = J_-i^T J_-i + lambda I, g = J_-i^T e, nu = (c - j_i^T A^-1 g) / (j_i^T A^-1 
 h = hold_weight (0: unit i is a constraint of every linearised step; h > 0 softens it).
 The step is cut to max_step and always taken. Holding the others by least squares in every
 step, not by a penalty against unit i, and small steps that keep the linear model true,
-move the others less per unit of transfer than `lm` (README: faithfulness).
+move the others less per unit of transfer than `lm`; the polish steps at v catch up what the
+cut steps left behind and re-hold the others, which moves them less again (README:
+faithfulness; docs/method.md D39).
 
 Method `lm` (the first version). One damped Gauss-Newton solve of
 
@@ -160,8 +163,8 @@ class ClosedLoop:
         return step * torch.clamp(self.cfg.max_step / norm.clamp_min(1e-12), max=1.0)
 
     def _solve_path(self, seed_idx: np.ndarray, unit: np.ndarray, target: torch.Tensor) -> torch.Tensor:
-        """Method `path`: unit i's goal walks from r~_i(w_s) to its set value in n_iter equal
-        steps; each step solves the linearised problem
+        """Method `path`: unit i's goal walks from r~_i(w_s) to its set value in n_iter - n_polish
+        equal steps, then stays there for n_polish steps; each step solves the linearised problem
             min_dw ||e_-i - J_-i dw||^2 + lambda ||dw||^2 + (c - j_i dw)^2 / h,
         e = r* - r~ at the iterate (exact), c = goal - r~_i, j_i exact at the iterate and J the
         seed's Jacobian, carried along by a secant (Broyden) update from the exact change of
