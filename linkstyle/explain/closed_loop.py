@@ -62,7 +62,7 @@ class ClosedLoopConfig:
 
     method: str = "path"  # path: constrained steps along a continuation path (default); lm: one soft Levenberg-Marquardt solve
     hold_weight: float = 0.0  # weight of the other units' squared drift, relative to unit i's squared error, <= 1 (path: 0 = unit i a constraint; lm used 0.01)
-    ridge: float = 0.003  # damping, relative to the mean diagonal of J_s^T J_s
+    ridge: float = 0.002  # damping, relative to the mean diagonal of J_s^T J_s
     max_step: float = 2.0  # largest w step of one iteration
     n_iter: int = 36  # steps per render; each costs one forward and one backward pass
     n_polish: int = 16  # path: of those, the last n_polish hold unit i at its set value (catch up, re-hold the others)
