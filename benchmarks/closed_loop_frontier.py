@@ -22,8 +22,9 @@ larger than the open loop's. Prints figures only; about 4 min per setting for 32
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import h5py
@@ -31,8 +32,10 @@ import numpy as np
 import torch
 
 from linkstyle.core import cli
-from linkstyle.explain.closed_loop import ClosedLoop
-from linkstyle.explain.tuning import TuningConfig, pick_seeds
+from linkstyle.core.errors import UserError
+from linkstyle.explain.closed_loop import ClosedLoop, ClosedLoopConfig
+from linkstyle.explain.faithfulness import faithfulness_arrays, off_target_norms
+from linkstyle.explain.tuning import TuningConfig, pick_seeds, step_values
 from linkstyle.link.bundle import load_linked
 from linkstyle.models.registry import ClassifierSpec, GeneratorSpec
 
@@ -40,29 +43,33 @@ DEFAULT_SETTINGS = "n_iter=20,n_polish=0,ridge=0.01;n_iter=30,n_polish=0,ridge=0
 
 
 def _parse(setting: str) -> dict:
+    """"n_iter=36,ridge=0.002" -> {"n_iter": 36, "ridge": 0.002}, typed as ClosedLoopConfig's fields."""
+    types = {f.name: type(getattr(ClosedLoopConfig(), f.name)) for f in fields(ClosedLoopConfig)}
     out = {}
     for kv in filter(None, setting.split(",")):
-        k, v = kv.split("=")
-        out[k.strip()] = type(getattr(TuningConfig().closed_loop, k.strip()))(v)
+        k, _, v = (x.strip() for x in kv.partition("="))
+        if k not in types or not v:
+            raise UserError(f"--settings: {kv!r} is not key=value with a key of tune_units.closed_loop "
+                            f"({', '.join(types)})")
+        try:
+            out[k] = types[k](v)
+        except ValueError:
+            raise UserError(f"--settings: {k}={v!r} is not a {types[k].__name__}") from None
     return out
 
 
-def _summary(transfer: np.ndarray, off: np.ndarray) -> dict:
-    """Medians over (unit, seed) and over units; dead units (NaN) left out."""
-    per_unit_t, per_unit_o = np.nanmedian(transfer, 1), np.nanmedian(off, 1)
-    t, o = np.nanmedian(transfer), np.nanmedian(off)
-    return {"transfer": t, "off": o, "unit_transfer": np.nanmedian(per_unit_t), "unit_off": np.nanmedian(per_unit_o),
-            "ratio": o / t, "half": np.mean(transfer[np.isfinite(transfer)] >= 0.5)}
+def _summary(f: dict) -> dict:
+    """Medians over (unit, seed) and over units (median over seeds first) of faithfulness_arrays."""
+    transfer, off = f["transfer"][f["live"]], f["off_target"][f["live"]]
+    t, o = np.median(transfer), np.median(off)
+    return {"transfer": t, "off": o, "unit_transfer": np.median(np.median(transfer, 1)),
+            "unit_off": np.median(np.median(off, 1)), "ratio": o / t, "half": np.mean(transfer >= 0.5)}
 
 
 def _open_loop(tuning: Path, units: np.ndarray) -> dict:
     with h5py.File(tuning) as f:
-        have = f["units"][:]
-        sel = np.isin(have, units)
-        v, ut, off = f["values"][:][sel], f["r_tilde_unit"][:][sel], f["r_tilde_off"][:][sel]
-    d = v[:, -1] - v[:, 0]
-    d = np.where(d > 1e-6, d, np.nan)[:, None]
-    return _summary((ut[:, :, -1] - ut[:, :, 0]) / d, off[:, :, -1] / d)
+        sel = np.isin(f["units"][:], units)
+        return _summary(faithfulness_arrays(f["r_tilde_unit"][:][sel], f["r_tilde_off"][:][sel], f["values"][:][sel]))
 
 
 def main() -> None:
@@ -76,6 +83,7 @@ def main() -> None:
     ap.add_argument("--settings", default=DEFAULT_SETTINGS, help="';'-separated settings of key=value,...")
     a = ap.parse_args()
 
+    settings = [_parse(x) for x in filter(None, a.settings.split(";"))]
     cfg = cli.section(a.params, "tune_units", TuningConfig)
     specs = cli.section(a.params, "models.generator", GeneratorSpec), cli.section(a.params, "models.classifier", ClassifierSpec)
     L = load_linked(*specs, a.link, a.pairs, "test", ("r", "w", "label", "seed"), "cpu")
@@ -83,29 +91,24 @@ def main() -> None:
     pick = pick_seeds(test["label"], cfg.n_seeds, L.gen.n_classes)
     r_base, w_base = test["r"][pick], test["w"][pick]
     units = np.arange(L.clf.n_units)[a.offset :: a.every]
-    lo, hi = r_base[:, units].min(0), r_base[:, units].max(0)
-    delta = np.where(hi - lo > 1e-6, hi - lo, np.nan)
+    values = step_values(r_base[:, units].min(0), r_base[:, units].max(0), 2)  # [unit, end]: the stage's range
     n, S = len(units), len(pick)
     target = np.repeat(r_base[None, :, None, :], 2, 2).repeat(n, 0)  # [unit, seed, end, R]
-    target[np.arange(n), :, 0, units] = lo[:, None]
-    target[np.arange(n), :, 1, units] = hi[:, None]
+    target[np.arange(n), :, :, units] = values[:, None, :]
     seed_of, unit_of = np.tile(np.repeat(np.arange(S), 2), n), np.repeat(units, S * 2)
 
     rows = [("open loop (data/tuning.h5)", _open_loop(a.tuning, units), float("nan"))]
     print(f"{n} units ({a.offset}::{a.every}) x {S} seeds x 2 end steps; params {a.params}: tune_units.closed_loop with")
-    for setting in filter(None, a.settings.split(";")):
-        cl = replace(cfg.closed_loop, **_parse(setting))
+    for setting, keys in zip(filter(None, a.settings.split(";")), settings):
+        cl = replace(cfg.closed_loop, **keys)
         t0 = time.perf_counter()
         w = ClosedLoop(L.gen, L.clf, w_base, cl, cfg.batch_size).solve(seed_of, unit_of, torch.as_tensor(target.reshape(-1, target.shape[-1])))
         with torch.inference_mode():
             img, _ = L.gen.render(w, cfg.batch_size)
             rt, _ = L.clf.represent(img, batch_size=cfg.batch_size)
         rt = rt.numpy().reshape(n, S, 2, -1)
-        moved = rt[np.arange(n), :, :, units]  # [n, S, 2]
-        d = rt[:, :, 1] - rt[:, :, 0]
-        d[np.arange(n), :, units] = 0.0
-        rows.append((f"{cl.method} {setting}", _summary((moved[:, :, 1] - moved[:, :, 0]) / delta[:, None],
-                                                        np.linalg.norm(d, axis=-1) / delta[:, None]), time.perf_counter() - t0))
+        f = faithfulness_arrays(rt[np.arange(n), :, :, units], off_target_norms(rt, units), values)
+        rows.append((f"{cl.method} {setting}", _summary(f), time.perf_counter() - t0))
         print(f"  done: {setting} ({rows[-1][2]:.0f} s)", flush=True)
 
     print(f"\n{'solver':<44} {'transfer':>8} {'off':>6} {'off/tr':>6} {'>=0.5':>6} | {'per unit: transfer':>18} {'off':>6} | {'s':>5}")
@@ -115,4 +118,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:
+        sys.exit(f"error: {e}")

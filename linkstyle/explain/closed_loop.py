@@ -67,7 +67,7 @@ class ClosedLoopConfig:
     n_iter: int = 36  # steps per render; each costs one forward and one backward pass
     n_polish: int = 16  # path: of those, the last n_polish hold unit i at its set value (catch up, re-hold the others)
     jacobian_batch: int = 4  # seeds per batched Jacobian (memory: 64 tangents per seed)
-    units_every: int = 1  # tune every k-th of the selected units only: the closed loop costs ~15x the open loop
+    units_every: int = 1  # tune every k-th of the selected units only: the closed loop costs ~65x the open loop per render
 
     def __post_init__(self):
         check(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")

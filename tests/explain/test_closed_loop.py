@@ -3,54 +3,16 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from linkstyle.core.errors import UserError
 from linkstyle.explain.closed_loop import ClosedLoop, ClosedLoopConfig, reencode
-from linkstyle.models.classifier import Classifier
-from linkstyle.models.generator import Generator
-
-
-class NarrowGen(Generator):
-    """w [N, 3] -> 4x4 image tanh(A w + b): fewer w dims than the classifier has units."""
-
-    def __init__(self):
-        super().__init__()
-        self.w_dim, self.z_dim, self.num_ws, self.n_classes, self.resolution = 3, 3, 1, 2, 4
-        self.class_names, self.part_names = ("a", "b"), None
-        self.lin = nn.Linear(3, 48)
-        rng = np.random.default_rng(4)
-        with torch.no_grad():
-            self.lin.weight.copy_(torch.as_tensor(rng.normal(size=(48, 3)) * 0.5))
-            self.lin.bias.copy_(torch.as_tensor(rng.normal(size=48) * 0.2))
-
-    def _synthesis(self, w, features):
-        return torch.tanh(self.lin(w)).view(-1, 3, 4, 4), []
-
-
-class WideClf(Classifier):
-    """8 units r = softplus(P x): moving one unit moves others."""
-
-    arch = "toy_wide"
-
-    def __init__(self):
-        super().__init__(("a", "b"), 8, 4, 4, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-        self.proj = nn.Linear(48, 8)
-        with torch.no_grad():
-            self.proj.weight.copy_(torch.as_tensor(np.random.default_rng(5).normal(size=(8, 48)) * 0.3))
-            self.proj.bias.fill_(0.5)
-        self.fc = nn.Linear(8, 2)
-
-    def features(self, x):
-        return nn.functional.softplus(self.proj(x.flatten(1)))
-
-    def logits_from_r(self, r):
-        return self.fc(r)
+from tiny_world import SoftplusClf, TanhGen
 
 
 @pytest.fixture(scope="module")
 def narrow():
-    gen, clf = NarrowGen().eval(), WideClf().eval()
+    # fewer w dims (3) than units (8): moving one unit moves others
+    gen, clf = TanhGen(3, seed=4, scale=0.5, bias_scale=0.2).eval(), SoftplusClf(8, seed=5, arch="toy_wide").eval()
     w = torch.as_tensor(np.random.default_rng(6).normal(size=(4, 3)) * 0.6, dtype=torch.float32)
     with torch.no_grad():
         r = reencode(gen, clf, w)

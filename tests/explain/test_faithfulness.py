@@ -4,7 +4,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from linkstyle.core.errors import UserError
 from linkstyle.explain.closed_loop import ClosedLoop, ClosedLoopConfig, seed_jacobians
@@ -17,53 +16,17 @@ from linkstyle.explain.faithfulness import (
 )
 from linkstyle.explain.tuning import TuningConfig, tune_units
 from linkstyle.link.linear import LinearLink
-from linkstyle.models.classifier import Classifier
-from linkstyle.models.generator import Generator
 from linkstyle.models.stylegen import ModConv
 from linkstyle.report.faithfulness import plot_tuning_modes
+from tiny_world import SoftplusClf, TanhGen
 
 # ---------------------------------------------------------------- a tiny differentiable world
 
 
-class ToyGen(Generator):
-    """w [N, 6] -> 4x4 image tanh(A w): smooth, and with more w dims than the toy has units."""
-
-    def __init__(self):
-        super().__init__()
-        self.w_dim, self.z_dim, self.num_ws, self.n_classes, self.resolution = 6, 6, 1, 2, 4
-        self.class_names, self.part_names = ("a", "b"), None
-        self.lin = nn.Linear(6, 48)
-        with torch.no_grad():
-            self.lin.weight.copy_(torch.as_tensor(np.random.default_rng(0).normal(size=(48, 6)) * 0.4))
-            self.lin.bias.zero_()
-
-    def _synthesis(self, w, features):
-        return torch.tanh(self.lin(w)).view(-1, 3, 4, 4), []
-
-
-class ToyClf(Classifier):
-    """4 units r = softplus(P x) of the normalised image: every unit reachable from w."""
-
-    arch = "toy"
-
-    def __init__(self):
-        super().__init__(("a", "b"), 4, 4, 4, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-        self.proj = nn.Linear(48, 4)
-        with torch.no_grad():
-            self.proj.weight.copy_(torch.as_tensor(np.random.default_rng(1).normal(size=(4, 48)) * 0.3))
-            self.proj.bias.fill_(0.5)
-        self.fc = nn.Linear(4, 2)
-
-    def features(self, x):
-        return nn.functional.softplus(self.proj(x.flatten(1)))
-
-    def logits_from_r(self, r):
-        return self.fc(r)
-
-
 @pytest.fixture(scope="module")
 def toy():
-    gen, clf = ToyGen().eval(), ToyClf().eval()
+    # w has more dims (6) than the toy has units (4): every unit reachable from w
+    gen, clf = TanhGen(6, seed=0, scale=0.4).eval(), SoftplusClf(4, seed=1, arch="toy").eval()
     w = torch.as_tensor(np.random.default_rng(2).normal(size=(3, 6)) * 0.5, dtype=torch.float32)
     r, _ = clf.represent(gen.synthesize(w))
     return gen, clf, w.numpy(), r.numpy()
