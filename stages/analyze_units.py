@@ -4,8 +4,8 @@ from pathlib import Path
 
 import typer
 
+from linkstyle.core import cli, h5  # first: pins the CPU arithmetic before numpy loads
 from linkstyle.analyze.units import AnalysisConfig, analyze, combine, motion_tables, read_changes, read_motion
-from linkstyle.core import cli, h5
 from linkstyle.core.io import atomic_path, write_json
 from linkstyle.explain.faithfulness import FAITHFULNESS_DATASETS, faithfulness_table
 from linkstyle.report.units import plot_clusters, plot_sparsity, plot_strips, plot_tsne

@@ -1,4 +1,7 @@
-"""The stage scripts' shell: one error policy, signals, params sections.
+"""The stage scripts' shell: pinned arithmetic, one error policy, signals, params sections.
+
+Importing this module pins the CPU arithmetic (`linkstyle.core.runtime.pin_arithmetic`),
+so a stage script imports it before numpy, pandas or torch.
 
 Policy: bad user input (params, files, checkpoints, masks) ends in one line
 `error: <file or param>: <what is wrong and the fix>` and exit status 2; programming
@@ -9,17 +12,22 @@ so `dvc repro` sees a failed stage, never a half-written output.
 
 from __future__ import annotations
 
-import signal
-import sys
-from pathlib import Path
-from typing import Callable, TypeVar
+# First, before anything loads numpy or torch: their maths libraries read the pins as they load.
+from linkstyle.core import runtime
 
-import click
-import typer
+runtime.pin_arithmetic()
 
-from linkstyle.core.config import from_params
-from linkstyle.core.errors import UserError
-from linkstyle.core.io import disk_error, read_params
+import signal  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable, TypeVar  # noqa: E402
+
+import click  # noqa: E402
+import typer  # noqa: E402
+
+from linkstyle.core.config import from_params  # noqa: E402
+from linkstyle.core.errors import UserError  # noqa: E402
+from linkstyle.core.io import disk_error, read_params  # noqa: E402
 
 T = TypeVar("T")
 
@@ -34,6 +42,7 @@ def _on_sigterm(signum, frame):  # noqa: ARG001 - the signal module's signature
 
 def run(fn: Callable) -> None:
     """Run `fn` as a typer command under the error policy above; never returns."""
+    runtime.check_pinned()  # a stage that loaded numpy or torch before this module computes unpinned
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(fn)
     signal.signal(signal.SIGTERM, _on_sigterm)

@@ -1,8 +1,14 @@
-"""Where and how computation runs: device choice, CPU threads, memory reuse, progress bars.
+"""Where and how computation runs: pinned CPU arithmetic, device choice, threads, memory
+reuse, progress bars.
 
-Every stage resolves its `device` param through `resolve_device` once, which also caps
-the CPU threads and keeps freed memory mapped; library code asks a module where it
-lives with `module_device` instead of guessing.
+The stage shell (`linkstyle.core.cli`) calls `pin_arithmetic` before numpy or torch load
+their maths libraries, so the same params give the same bytes on any x86-64 CPU with AVX2:
+the kernels that decide rounding (ATen's vectorised ops, oneDNN's convolutions, MKL's
+BLAS, numpy's OpenBLAS) are held to their AVX2 code paths, and every reduction runs on
+a fixed number of threads. Every stage resolves its `device` param through
+`resolve_device` once, which also sets the threads and keeps freed memory mapped;
+library code asks a module where it lives with `module_device` instead of guessing.
+This module imports torch only inside the functions that use it, so pinning comes first.
 """
 
 from __future__ import annotations
@@ -11,15 +17,89 @@ import ctypes
 import os
 import re
 import warnings
-from typing import Callable, TypeVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from linkstyle.core.errors import UserError
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 T = TypeVar("T")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+# Threads of every reduction unless LINKSTYLE_THREADS says otherwise: the split of a sum
+# over threads decides its rounding, so a count taken from the machine's cores would make
+# bytes depend on the machine. 2 is the smallest machine the project is sized for.
+PINNED_THREADS = 2
+UNPIN_VARIABLE = "LINKSTYLE_UNPINNED"
+# Read by the libraries when they load or first compute: set before numpy and torch import.
+# AVX2 is the common floor of x86-64 CPUs of the last ten years; AVX-512 paths round
+# differently. MKL's conditional numerical reproducibility also fixes its summation order.
+PINNED_ENVIRONMENT = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_CBWR": "AVX2,STRICT",
+    "OPENBLAS_CORETYPE": "Haswell",
+    "CUBLAS_WORKSPACE_CONFIG": ":4096:8",  # deterministic cuBLAS where torch is asked to be
+}
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def pinned() -> bool:
+    """Whether this process pins its arithmetic (LINKSTYLE_UNPINNED=1 turns it off)."""
+    return os.environ.get(UNPIN_VARIABLE, "") in ("", "0")
+
+
+def pin_arithmetic() -> None:
+    """Hold the CPU maths libraries to AVX2 and a fixed thread count, before they load.
+
+    Overrides what the environment says: a pinned run means the same bytes everywhere.
+    LINKSTYLE_UNPINNED=1 leaves the environment alone (faster on AVX-512 machines, with
+    bytes of this machine only). Effective only where numpy and torch are not yet loaded;
+    `arithmetic_state` tells afterwards.
+    """
+    if not pinned():
+        return
+    os.environ.update(PINNED_ENVIRONMENT)
+    threads = str(cpu_threads())
+    for name in THREAD_VARIABLES:
+        os.environ[name] = threads
+
+
+def arithmetic_state() -> dict:
+    """What decides this process's CPU arithmetic, as loaded: for reports and checks."""
+    import sys
+
+    state = {"pinned": pinned(), "threads": cpu_threads(),
+             **{k: os.environ.get(k) for k in PINNED_ENVIRONMENT if k != "CUBLAS_WORKSPACE_CONFIG"}}
+    if "torch" in sys.modules:
+        import torch
+
+        state["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    if "numpy" in sys.modules:
+        try:
+            from threadpoolctl import threadpool_info
+        except ImportError:  # scikit-learn brings it; without it the BLAS is not reported
+            threadpool_info = list
+        state["blas"] = sorted({f"{i.get('internal_api')}:{i.get('architecture') or ''}" for i in threadpool_info()
+                                if i.get("user_api") == "blas"})
+    return state
+
+
+def check_pinned() -> None:
+    """Raise if pinning came too late for a library that already loaded (a stage script
+    that imports numpy, pandas or torch before linkstyle.core.cli)."""
+    if not pinned():
+        return
+    state = arithmetic_state()
+    late = []
+    if state.get("torch_cpu_capability") not in (None, "AVX2"):
+        late.append(f"torch runs {state['torch_cpu_capability']} kernels")
+    late += [f"BLAS {b}" for b in state.get("blas", []) if b.startswith("openblas") and not b.endswith(":Haswell")]
+    if late:
+        raise RuntimeError(f"CPU arithmetic not pinned ({'; '.join(late)}): import linkstyle.core.cli before numpy, "
+                           f"pandas or torch, or set {UNPIN_VARIABLE}=1")
 
 
 def keep_freed_memory() -> bool:
@@ -41,19 +121,25 @@ def keep_freed_memory() -> bool:
 
 
 def cpu_threads() -> int:
-    """LINKSTYLE_THREADS if set, else the cores this process may use (never more)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """LINKSTYLE_THREADS if set; else PINNED_THREADS when pinned, else the cores this process
+    may use. Setting LINKSTYLE_THREADS, or unpinning, changes bytes of the training stages."""
     raw = os.environ.get("LINKSTYLE_THREADS", "")
-    if raw and not raw.isdigit():
-        raise UserError(f"LINKSTYLE_THREADS={raw!r}: must be a whole number of threads, e.g. LINKSTYLE_THREADS=2")
-    return max(1, min(cores, int(raw) if raw else cores))
+    if raw and (not raw.isdigit() or int(raw) < 1):
+        raise UserError(f"LINKSTYLE_THREADS={raw!r}: must be a whole number of threads >= 1, e.g. LINKSTYLE_THREADS=2")
+    if raw:
+        return int(raw)
+    if pinned():
+        return PINNED_THREADS
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def resolve_device(name: str = "auto", where: str = "device") -> torch.device:
-    """'auto' -> CUDA when present, else CPU; also caps CPU threads and keeps freed memory.
+    """'auto' -> CUDA when present, else CPU; also sets the CPU threads and keeps freed memory.
 
     `where` names the param (e.g. 'params.yaml: sample_pairs.device') in the one-line error.
     """
+    import torch
+
     if not isinstance(name, str) or not DEVICE_PATTERN.match(name):
         raise UserError(f"{where}: unknown device {name!r}; use auto, cpu, cuda or cuda:N")
     keep_freed_memory()
@@ -71,6 +157,8 @@ def resolve_device(name: str = "auto", where: str = "device") -> torch.device:
 
 def module_device(module: nn.Module) -> torch.device:
     """Where a module lives: its first parameter or buffer (links hold only buffers); CPU if none."""
+    import torch
+
     for t in module.parameters():
         return t.device
     for t in module.buffers():
@@ -90,6 +178,8 @@ def batched(fn: Callable[[int, int], T], n: int, batch_size: int, device: torch.
     at that size), so a batch_size too large for the card's free memory adapts instead
     of failing. Callers' results never depend on the batch size, so neither do outputs.
     """
+    import torch
+
     out: list[T] = []
     a, bs = 0, max(1, int(batch_size))
     while a < n:

@@ -43,3 +43,40 @@ def test_module_device_for_parameters_buffers_and_neither():
     m.register_buffer("b", torch.zeros(1))
     assert runtime.module_device(m) == torch.device("cpu")
     assert runtime.module_device(nn.Module()) == torch.device("cpu")
+
+
+def test_threads_are_pinned_unless_unpinned(monkeypatch):
+    monkeypatch.delenv("LINKSTYLE_THREADS", raising=False)
+    monkeypatch.delenv(runtime.UNPIN_VARIABLE, raising=False)
+    assert runtime.cpu_threads() == runtime.PINNED_THREADS, "the machine's cores must not decide reductions"
+    monkeypatch.setenv(runtime.UNPIN_VARIABLE, "1")
+    assert not runtime.pinned() and runtime.cpu_threads() >= 1
+    monkeypatch.setenv("LINKSTYLE_THREADS", "0")
+    with pytest.raises(UserError, match="LINKSTYLE_THREADS='0': must be a whole number of threads >= 1"):
+        runtime.cpu_threads()
+
+
+def test_pin_overrides_the_environment_and_unpinned_leaves_it(monkeypatch):
+    for k in [*runtime.PINNED_ENVIRONMENT, *runtime.THREAD_VARIABLES]:
+        monkeypatch.setenv(k, "user")
+    monkeypatch.delenv("LINKSTYLE_THREADS", raising=False)
+    monkeypatch.setenv(runtime.UNPIN_VARIABLE, "1")
+    runtime.pin_arithmetic()
+    assert all(runtime.os.environ[k] == "user" for k in runtime.PINNED_ENVIRONMENT)
+    monkeypatch.delenv(runtime.UNPIN_VARIABLE)
+    runtime.pin_arithmetic()
+    assert {k: runtime.os.environ[k] for k in runtime.PINNED_ENVIRONMENT} == runtime.PINNED_ENVIRONMENT
+    assert all(runtime.os.environ[k] == str(runtime.PINNED_THREADS) for k in runtime.THREAD_VARIABLES)
+
+
+def test_check_pinned_names_a_library_that_loaded_first(monkeypatch):
+    # This test process loaded torch before any pin: on an AVX-512 machine it runs AVX-512 kernels.
+    monkeypatch.delenv(runtime.UNPIN_VARIABLE, raising=False)
+    state = runtime.arithmetic_state()
+    if state["torch_cpu_capability"] == "AVX2" and not any(b.startswith("openblas") and not b.endswith(":Haswell")
+                                                           for b in state.get("blas", [])):
+        pytest.skip("this process happens to run the pinned kernels already")
+    with pytest.raises(RuntimeError, match=r"CPU arithmetic not pinned .*import linkstyle.core.cli before numpy"):
+        runtime.check_pinned()
+    monkeypatch.setenv(runtime.UNPIN_VARIABLE, "1")
+    runtime.check_pinned()  # unpinned: nothing to check
