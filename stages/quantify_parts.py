@@ -32,8 +32,9 @@ def main(tuning: Path = typer.Option(..., help="tuning HDF5 (stage tune_units)")
                                              progress=progress_enabled())
     write_json(metrics, summary)
     agree = summary["segmenter_vs_ground_truth"]
-    print(f"quantify_parts: {summary['n_measure_rows']} measures, {summary['n_change_rows']} changes; segmenter vs "
-          f"ground truth r = {agree.get('pooled', float('nan')):.3f} -> {changes}")
+    gt = (f"segmenter vs ground truth r = {agree.get('pooled', float('nan')):.3f}" if agree
+          else "no part maps: ground-truth agreement skipped")
+    print(f"quantify_parts: {summary['n_measure_rows']} measures, {summary['n_change_rows']} changes; {gt} -> {changes}")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ chunks of SOLVE_CHUNK, so results do not depend on the batch size beyond float r
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,17 +102,58 @@ def reencode(gen, clf, w: torch.Tensor) -> torch.Tensor:
 
 
 def seed_jacobians(gen, clf, w: torch.Tensor, batch: int = 4, progress: bool = False) -> torch.Tensor:
-    """[S, R, D] float64: d r~ / d w at each row of w [S, D], forward mode, `batch` seeds at a time."""
+    """[S, R, D] float64: d r~ / d w at each row of w [S, D], `batch` seeds at a time.
+
+    Forward mode under vmap first. Models that write into tensors in place (StyleGAN3's
+    Fourier input builds its transforms by item assignment) cannot run under vmap: for
+    them, and from the first batch that fails on, reverse mode without vmap over the model.
+    """
     from torch.func import jacfwd, vmap
 
     def one(x):
         return reencode(gen, clf, x[None])[0]
 
-    out = []
+    out, vmapped = [], True
     with _eval_mode(gen, clf):
         for a in tqdm(range(0, len(w), batch), desc="tune_units/jacobians", unit="batch", disable=not progress):
-            out.append(vmap(jacfwd(one))(w[a : a + batch].float().clone()).detach().double())
+            x = w[a : a + batch].float().clone()
+            if vmapped:
+                try:
+                    out.append(vmap(jacfwd(one))(x).detach().double())
+                    continue
+                except RuntimeError as e:
+                    if isinstance(e, _OOM):
+                        raise
+                    vmapped = False
+                    warnings.warn(f"Jacobians: vmap failed ({str(e).strip().splitlines()[0][:160]}); "
+                                  "using reverse mode, one backward pass per unit", RuntimeWarning, stacklevel=2)
+            out.append(reverse_jacobians(gen, clf, x).double())
     return torch.cat(out) if out else torch.zeros(0, clf.n_units, gen.w_dim, dtype=torch.float64)
+
+
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def reverse_jacobians(gen, clf, w: torch.Tensor) -> torch.Tensor:
+    """[B, R, D] float32: d r~ / d w by reverse mode, for models that vmap cannot run.
+
+    One forward pass; the backward pass is batched over the R output rows
+    (`is_grads_batched`, which vmaps the backward graph only) and, where even that
+    fails, run once per row. Summing over the batch is exact: in eval mode each render
+    depends on its own w only.
+    """
+    x = w.detach().float().clone().requires_grad_(True)
+    with torch.enable_grad():
+        r = reencode(gen, clf, x)  # [B, R]
+        eye = torch.eye(r.shape[1], dtype=r.dtype, device=r.device)
+        cot = eye[:, None, :].expand(-1, r.shape[0], -1)  # [R, B, R]: row k of every render
+        try:
+            (jac,) = torch.autograd.grad(r, x, cot, retain_graph=True, is_grads_batched=True)
+        except RuntimeError as e:
+            if isinstance(e, _OOM):
+                raise
+            jac = torch.stack([torch.autograd.grad(r, x, cot[k], retain_graph=True)[0] for k in range(len(eye))])
+    return jac.transpose(0, 1).detach()  # [B, R, D]
 
 
 class ClosedLoop:

@@ -11,6 +11,7 @@ the number of pairs.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,20 +54,46 @@ def _draw(gen, clf, seeds: np.ndarray, c: int, psi: float):
     return w.cpu().numpy(), r.numpy(), logits.numpy()
 
 
+EARLY_CHECKS = tuple(64 * 2**k for k in range(1, 12))  # draws after which a hopeless class is given up (128, 256, ...)
+EARLY_Z = 2.33  # one-sided 99% Wilson bound
+
+
+def _hopeless(ok: np.ndarray, cfg: PairsConfig) -> tuple[int, int] | None:
+    """(kept, draws) at the first check point where even the optimistic (99%) acceptance of
+    the draws so far could not fill the class within max_draws_factor draws per pair; None
+    while it still could. Decided on prefixes of fixed length, so not by the batch size."""
+    for n in EARLY_CHECKS:
+        if n > len(ok):
+            return None
+        x = int(ok[:n].sum())
+        p, z2 = x / n, EARLY_Z**2
+        upper = (p + z2 / (2 * n) + EARLY_Z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))) / (1 + z2 / n)
+        if upper < 1.0 / cfg.max_draws_factor:
+            return x, n
+    return None
+
+
 def sample_split(gen, clf, cfg: PairsConfig, split: str, group, progress: bool = True) -> dict:
-    """Stream the pairs of one split into `group`; return per-class acceptance stats."""
+    """Stream the pairs of one split into `group`; return per-class acceptance stats.
+
+    The bar counts kept pairs and shows draws/s and each class's acceptance so far. A class
+    the classifier keeps rejecting stops the stage within its first few hundred draws.
+    """
     n_keep = cfg.n_train_per_class if split == "train" else cfg.n_test_per_class
     base = cfg.train_seed_base if split == "train" else cfg.test_seed_base
     app = h5.Appender(group, chunk_rows=min(1024, max(64, n_keep)))
     stats = {}
     bar = tqdm(total=n_keep * gen.n_classes, desc=f"sample_pairs/{split}", unit="pair", disable=not progress)
+    t0, total_drawn = time.perf_counter(), 0
     for c in range(gen.n_classes):
+        name = gen.class_names[c]
         kept = drawn = 0
+        oks: list[np.ndarray] = []
         limit = int(np.ceil(cfg.max_draws_factor * n_keep))
         while kept < n_keep:
             if drawn >= limit or drawn >= cfg.class_stride:
                 raise UserError(
-                    f"sample_pairs.max_draws_factor: class '{gen.class_names[c]}' kept {kept} of {drawn} samples "
+                    f"sample_pairs.max_draws_factor: class '{name}' kept {kept} of {drawn} samples "
                     f"({split}); the classifier rejects this class's samples; raise max_draws_factor, set keep_correct: false, or improve the generator")
             # Draw only about as many as still needed (given the rate so far), whole batches.
             rate = kept / drawn if drawn else 1.0
@@ -76,14 +103,26 @@ def sample_split(gen, clf, cfg: PairsConfig, split: str, group, progress: bool =
             w, r, logits = _draw(gen, clf, seeds, c, cfg.psi)
             ok = logits.argmax(1) == c if cfg.keep_correct else np.ones(m, bool)
             idx = np.flatnonzero(ok)[: n_keep - kept]
+            total_drawn += m
             # Count as drawn only up to the last kept sample when we stop, so the rate does
             # not depend on how far the final batch overshot.
             drawn += m if kept + len(idx) < n_keep else int(idx[-1]) + 1
             if len(idx):
                 app.append(w=w[idx], r=r[idx], logits=logits[idx], label=np.full(len(idx), c, np.int64), seed=seeds[idx])
             kept += len(idx)
+            if cfg.keep_correct and kept < n_keep:
+                oks.append(ok)
+                early = _hopeless(np.concatenate(oks), cfg)
+                if early is not None:
+                    raise UserError(
+                        f"sample_pairs: the classifier assigned only {early[0]} of the first {early[1]} samples drawn "
+                        f"for class '{name}' ({split}) to that class; set sample_pairs.keep_correct: false, or check "
+                        "that models.classifier's class_indices / preset name the generator's classes, in its order")
+            accept = [f"{n} {s['acceptance']:.2f}" for n, s in stats.items()] + [f"{name} {kept / max(drawn, 1):.2f}"]
+            bar.set_postfix_str(f"{total_drawn / max(time.perf_counter() - t0, 1e-9):.1f} draws/s, acceptance "
+                                + ", ".join(accept[-8:]))
             bar.update(len(idx))
-        stats[gen.class_names[c]] = {"kept": kept, "drawn": drawn, "acceptance": kept / drawn}
+        stats[name] = {"kept": kept, "drawn": drawn, "acceptance": kept / drawn}
     bar.close()
     return stats
 

@@ -83,7 +83,8 @@ def train_segmenter(features: torch.Tensor | Sequence[torch.Tensor], masks: Any,
     if y.ndim != 3:
         raise UserError(f"train_segmenter: masks must be [K, H, W], got {list(y.shape)}")
     xs, size = _as_maps(features, "train_segmenter", size=y.shape[-1])
-    x = stack_features(xs, size, list(range(len(xs))), cfg.upsample) if len(xs) > 1 else xs[0]
+    one = len(xs) == 1 and tuple(xs[0].shape[-2:]) == (size, size)
+    x = xs[0] if one else stack_features(xs, size, list(range(len(xs))), cfg.upsample)
     if y.shape[0] != x.shape[0] or y.shape[1:] != x.shape[2:]:
         raise UserError(f"train_segmenter: masks must be [K, H, W] matching features [K, C, H, W] = {list(x.shape)}, "
                         f"got {list(y.shape)}")

@@ -1,7 +1,7 @@
 """The model seam: every stage loads its generator and classifier through here.
 
 A model is described by a spec from params.yaml (`models.generator`, `models.classifier`),
-whose `kind` picks the backend (docs/models.md has every key and the plugin interface):
+whose `kind` picks the backend (docs/own-models.md has every key and the plugin interface):
 
 - generator `builtin`: a checkpoint written by train_generator (`path`);
 - generator `stylegan`: a StyleGAN-XL / StyleGAN2-ADA / StyleGAN3 network pickle (`path`,
@@ -20,6 +20,7 @@ rebuilt through `GENERATORS` / `CLASSIFIERS`, read with weights_only=True).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -103,6 +104,20 @@ def _exists(path: str, param: str, producer: str) -> None:
                         f"run dvc repro {producer}")
 
 
+@contextlib.contextmanager
+def _preset_named(preset_name: str | None, param: str):
+    """Errors about class ids name the preset when the ids came from one (the user set no class_indices)."""
+    try:
+        yield
+    except UserError as e:
+        head = f"{param}.class_indices: "
+        if preset_name is None or not str(e).startswith(head):
+            raise
+        raise UserError(f"{param}.preset: preset {preset_name!r} does not fit this model: its class ids "
+                        f"{str(e)[len(head):]}; use a preset made for this model's outputs, or remove the preset "
+                        "and set class_indices and class_names") from None
+
+
 def load_generator(spec: GeneratorSpec, device: str | torch.device = "cpu",
                    class_means: str | Path | None = None) -> Generator:
     """The generator a spec names, in eval mode on `device`; `.fingerprint` identifies it.
@@ -114,12 +129,15 @@ def load_generator(spec: GeneratorSpec, device: str | torch.device = "cpu",
         from linkstyle.models.stylegan_pickle import StyleGANPickle, read_network_pickle
 
         indices, names = resolve_classes(spec.preset, spec.class_indices, spec.class_names, "models.generator")
-        gen = StyleGANPickle(read_network_pickle(spec.path, spec.code), indices, names, spec.feature_layers, spec.amp)
+        G = read_network_pickle(spec.path, spec.code)
+        with _preset_named(spec.preset, "models.generator"):
+            gen = StyleGANPickle(G, indices, names, spec.feature_layers, spec.amp)
         gen = gen.to(device).eval()
         gen.fingerprint = fingerprint(spec.path)
     elif spec.kind == "plugin":
         indices, names = resolve_classes(spec.preset, spec.class_indices, spec.class_names, "models.generator")
-        gen, gen.fingerprint = load_plugin(spec, Generator, "models.generator", device, indices, names)
+        with _preset_named(spec.preset, "models.generator"):
+            gen, gen.fingerprint = load_plugin(spec, Generator, "models.generator", device, indices, names)
     else:
         _exists(spec.path, "models.generator.path", "train_generator")
         gen, _ = load_module(spec.path, "generator", GENERATORS, producer="train_generator", device=device)
@@ -136,11 +154,13 @@ def load_classifier(spec: ClassifierSpec, device: str | torch.device = "cpu") ->
         from linkstyle.models.torchvision_classifier import load_torchvision
 
         indices, names = resolve_classes(spec.preset, spec.class_indices, spec.class_names, "models.classifier")
-        clf = load_torchvision(spec.arch, spec.path, indices, names, device)
+        with _preset_named(spec.preset, "models.classifier"):
+            clf = load_torchvision(spec.arch, spec.path, indices, names, device)
         clf.fingerprint = fingerprint(spec.path)
     elif spec.kind == "plugin":
         indices, names = resolve_classes(spec.preset, spec.class_indices, spec.class_names, "models.classifier")
-        clf, clf.fingerprint = load_plugin(spec, Classifier, "models.classifier", device, indices, names)
+        with _preset_named(spec.preset, "models.classifier"):
+            clf, clf.fingerprint = load_plugin(spec, Classifier, "models.classifier", device, indices, names)
     else:
         _exists(spec.path, "models.classifier.path", "train_classifier")
         clf, _ = load_module(spec.path, "classifier", CLASSIFIERS, producer="train_classifier", device=device)

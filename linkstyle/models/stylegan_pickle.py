@@ -14,17 +14,23 @@ What the pipeline needs from G_ema, and how it is taken:
   one (StyleGAN-XL), otherwise the means stage `class_means` estimated and cached);
 - synthesis(ws, noise_mode="const"): deterministic, no per-call noise; images in [-1, 1];
 - feature maps for the few-shot segmenter: forward hooks on the synthesis layers
-  (StyleGAN2's `b4`, `b8`, ... blocks or StyleGAN3's `L0_...` layers), in order.
+  (StyleGAN2's `b4`, `b8`, ... blocks or StyleGAN3's `L0_...` layers), in order, each
+  cut to the image's frame. StyleGAN3/XL layers render a margin around the image: a layer
+  states its output size (`out_size`, or `size` for the Fourier input; [width, height] or
+  one int) and its sampling rate (`out_sampling_rate` / `sampling_rate`: samples across
+  the image), so the image is the central rate / size of the map on each axis.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import pickle
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,6 +77,33 @@ def _accepts(fn, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+def frame_fraction(layer: nn.Module) -> tuple[float, float] | None:
+    """(rows, cols): the share of the layer's output map that the image covers, or None.
+
+    None where the layer states no size and sampling rate (StyleGAN2 blocks: the map is
+    the image) or where they give no margin.
+    """
+    size = getattr(layer, "out_size", getattr(layer, "size", None))
+    rate = getattr(layer, "out_sampling_rate", getattr(layer, "sampling_rate", None))
+    try:
+        width, height = (float(v) for v in np.broadcast_to(np.asarray(size, dtype=np.float64).reshape(-1), [2]))
+        rate = float(rate)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(rate) and 0.0 < rate < max(width, height)):
+        return None
+    return min(rate / height, 1.0), min(rate / width, 1.0)
+
+
+def crop_to_frame(x: torch.Tensor, frame: tuple[float, float] | None) -> torch.Tensor:
+    """The image's frame of the map x [N, C, h, w]: the central `frame` share of each axis."""
+    if frame is None:
+        return x
+    h, w = x.shape[-2:]
+    top, left = round(h * (1.0 - frame[0]) / 2), round(w * (1.0 - frame[1]) / 2)
+    return x[..., top:h - top, left:w - left]
+
+
 class StyleGANPickle(Generator):
     """A network pickle's G_ema behind the `Generator` interface."""
 
@@ -94,6 +127,7 @@ class StyleGANPickle(Generator):
         self.register_buffer("_idx", torch.tensor(idx, dtype=torch.long), persistent=False)
         self.amp = bool(amp)
         self._layers = self._feature_layers(feature_layers)
+        self._frames = [frame_fraction(getattr(G.synthesis, n)) for n in self._layers]
         self._synth_kwargs = {}
         if _accepts(G.synthesis.forward, "noise_mode"):
             self._synth_kwargs["noise_mode"] = "const"
@@ -145,11 +179,15 @@ class StyleGANPickle(Generator):
         maps: list[torch.Tensor] = []
         hooks = []
         if features:
-            def keep(_m, _inp, out):
-                x = out[0] if isinstance(out, (tuple, list)) else out  # StyleGAN2 blocks return (x, img)
-                if isinstance(x, torch.Tensor) and x.ndim == 4:
-                    maps.append(x.float())
-            hooks = [getattr(self.G.synthesis, n).register_forward_hook(keep) for n in self._layers]
+            def keeper(frame):
+                def keep(_m, _inp, out):
+                    x = out[0] if isinstance(out, (tuple, list)) else out  # StyleGAN2 blocks return (x, img)
+                    if isinstance(x, torch.Tensor) and x.ndim == 4:
+                        # a copy: the next layer may write into its input in place
+                        maps.append(crop_to_frame(x, frame).to(torch.float32, copy=True))
+                return keep
+            hooks = [getattr(self.G.synthesis, n).register_forward_hook(keeper(f))
+                     for n, f in zip(self._layers, self._frames)]
         try:
             with torch.autocast(w.device.type, dtype=torch.float16, enabled=self.amp and w.device.type == "cuda"):
                 img = self.G.synthesis(ws, **self._synth_kwargs)

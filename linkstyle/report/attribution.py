@@ -107,7 +107,8 @@ def plot_grid(f, path: str | os.PathLike, dpi: int = 120) -> None:
     save_figure(fig, path, dpi)
 
 
-def plot_scores(summary: pd.DataFrame, by_part: pd.DataFrame, path: str | os.PathLike, dpi: int = 120) -> None:
+def plot_scores(summary: pd.DataFrame, by_part: pd.DataFrame, path: str | os.PathLike, dpi: int = 120,
+                part_source: str = "generator") -> None:
     """Part mass and pointing game per method against chance (selective and control units;
     whiskers: 95% bootstrap interval over units of the lift over chance), and the part-mass
     lift over chance per method and part (selective units)."""
@@ -142,7 +143,8 @@ def plot_scores(summary: pd.DataFrame, by_part: pd.DataFrame, path: str | os.Pat
     axes[2].set_yticks(range(len(methods)), methods, fontsize=8)
     axes[2].set_title("part mass - chance, selective units", fontsize=9)
     fig.colorbar(im, ax=axes[2], shrink=0.8)
-    fig.suptitle("Does the map locate the part the unit is labelled with? (generator's own part maps)")
+    source = "the segmenter's masks" if part_source == "segmenter" else "generator's own part maps"
+    fig.suptitle(f"Does the map locate the part the unit is labelled with? ({source})")
     save_figure(fig, path, dpi)
 
 
@@ -162,8 +164,13 @@ def plot_sanity(sanity: pd.DataFrame, flagged: Sequence[str], path: str | os.Pat
                 lw=2.2 if m == "link" else 1.3, label=m + (" (flagged)" if m in flagged else ""))
     if flag_at is not None:
         ax.axhline(flag_at, color="0.5", lw=0.8, ls=":")
-    ax.set_xticks(range(len(steps)), ["trained"] + [f"+ {s}" for s in steps[1:]], rotation=30, ha="right", fontsize=8)
+    if steps:
+        ax.set_xticks(range(len(steps)), ["trained"] + [f"+ {s}" for s in steps[1:]], rotation=30, ha="right",
+                      fontsize=8)
+    else:  # attribute_units.sanity_units: 0
+        ax.text(0.5, 0.5, "not run (sanity_units: 0)", ha="center", va="center", transform=ax.transAxes)
     ax.set(ylim=(-0.2, 1.05), ylabel="rank correlation of |map| with trained",
            xlabel="layers re-initialised, cumulative from the top")
-    ax.legend(fontsize=7)
+    if steps:
+        ax.legend(fontsize=7)
     save_figure(fig, path, dpi)

@@ -86,6 +86,19 @@ def _curves_png(res: Results, names: Sequence[str]) -> bytes:
     return buf.getvalue()
 
 
+PART_SOURCE = {"generator": "the generator's own part maps",
+               "segmenter": "the few-shot segmenter's masks (the generator draws no part maps)"}
+
+
+def _segmenter_number(seg: dict) -> Number:
+    """Held-out IoU where the generator has part maps to score against; trained on masks
+    without them, only the fit to the labelled images exists."""
+    if "mean_iou" in seg:
+        return Number("segmenter mean IoU", _f(seg["mean_iou"]), f"from {seg['n_shots']} labelled images")
+    return Number("segmenter pixel accuracy on its labelled images", _pct(seg["train_pixel_accuracy"]),
+                  f"{seg['n_shots']} labelled images; no part maps to score held-out images against")
+
+
 def _world(res: Results) -> Section:
     clf, q, seg = res.json("classifier.json"), res.json("quality.json"), res.json("segmenter.json")
     fr = q["frechet_r"]
@@ -101,7 +114,7 @@ def _world(res: Results) -> Section:
                    "worst class; the generator draws each class recognisably"),
             Number(f"Fréchet distance in R, ψ = {gen_key.removeprefix('real_vs_generated_psi')}", _f(fr[gen_key]),
                    f"real vs real: {_f(fr['real_vs_real'])}"),
-            Number("segmenter mean IoU", _f(seg["mean_iou"]), f"from {seg['n_shots']} labelled images"),
+            _segmenter_number(seg),
         ),
         figures=(
             res.figure("figures/generated_samples.png",
@@ -259,8 +272,8 @@ def _attribution(res: Results) -> Section:
         "attribution", "The link beside the usual feature visualisations",
         "FeatureVis's three families (occlusion; deconvnet, guided backprop, LRP; activation maximisation "
         "in pixels and in the generator's latent) and the link, each asked where a unit looks, scored "
-        "against the generator's own part maps: the share of attribution inside the part the unit is "
-        "labelled with, against that part's share of the image. A method whose maps survive randomising "
+        f"against {PART_SOURCE[a.get('part_source', 'generator')]}: the share of attribution inside the "
+        "part the unit is labelled with, against that part's share of the image. A method whose maps survive randomising "
         "the classifier's weights is flagged: it explains the image, not the model.",
         numbers=(
             Number("best part mass", a["best_part_mass"], f"over {a['n_units']['selective']} selective units"),

@@ -331,3 +331,109 @@ def test_stage_bad_input_is_one_line(project, tmp_path):
     (d / "params.yaml").write_text(yaml.safe_dump(params))
     out = _stage(d)
     assert out.returncode == 2 and "attribute_units.n_seeds: 9 seeds asked but the tuning file holds 3" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def partless_project(tmp_path_factory) -> Path:
+    """A generator without part maps (the plugin example), its tuning file and a segmenter trained for it."""
+    from linkstyle.measure.features import generator_maps
+    from linkstyle.measure.segmenter import save_segmenter
+    from linkstyle.measure.segmenter_training import SegmenterConfig, train_segmenter
+    from linkstyle.models.registry import ClassifierSpec, GeneratorSpec, load_classifier, load_generator
+
+    d = tmp_path_factory.mktemp("partless")
+    (d / "data" / "links").mkdir(parents=True)
+    (d / "reports").mkdir()
+    sys.path.insert(0, str(ROOT / "docs" / "examples"))
+    try:
+        import toy_plugin
+    finally:
+        sys.path.remove(str(ROOT / "docs" / "examples"))
+    torch.save(toy_plugin.make_generator(n_classes=2).state_dict(), d / "gen.pt")
+    torch.save(toy_plugin.make_classifier(n_classes=2).state_dict(), d / "clf.pt")
+    plugin = {"kind": "plugin", "code": str(ROOT / "docs" / "examples"), "options": {"n_classes": 2}}
+    models = {"generator": {**plugin, "factory": "toy_plugin:make_generator", "path": "gen.pt"},
+              "classifier": {**plugin, "factory": "toy_plugin:make_classifier", "path": "clf.pt"}}
+    quick = yaml.safe_load((ROOT / "tests" / "params_quick.yaml").read_text())
+    stage = {**STAGE_PARAMS, "methods": ["lrp", "am_latent"], "sanity_units": 0, "n_seeds": 2}
+    (d / "params.yaml").write_text(yaml.safe_dump({"models": models, "fit_link": quick["fit_link"],
+                                                   "attribute_units": stage}, sort_keys=False))
+    cwd = os.getcwd()
+    os.chdir(d)  # the model paths are relative to the project, as in params.yaml
+    try:
+        gen = load_generator(GeneratorSpec(**models["generator"]))
+        clf = load_classifier(ClassifierSpec(**models["classifier"]))
+    finally:
+        os.chdir(cwd)
+    assert gen.part_names is None
+    fps = {"generator_fingerprint": gen.fingerprint, "classifier_fingerprint": clf.fingerprint}
+    sample_pairs(gen, clf, PairsConfig(n_train_per_class=20, n_test_per_class=2, keep_correct=False, device="cpu"),
+                 d / "data/pairs.h5", fps, progress=False)
+    train = load_pairs(d / "data/pairs.h5", "train", ("w", "r"))
+    link, info = fit_link("ridge", train["r"], train["w"], RidgeConfig(cv_folds=3), progress=False)
+    save_link(d / "data/links/ridge.pt", link, info, pairs_fingerprint=fingerprint(d / "data/pairs.h5"), **fps)
+    test = load_pairs(d / "data/pairs.h5", "test", ("r", "label", "seed"))
+    r, units = test["r"][:2], np.arange(4)
+    tune_units(gen, clf, link, r, test["seed"][:2], test["label"][:2], units, r[:, units].min(0),
+               r[:, units].max(0) + 1.0, TuningConfig(n_seeds=2, n_steps=2, device="cpu"), d / "data/tuning.h5",
+               attrs={**fps, "pairs_fingerprint": fingerprint(d / "data/pairs.h5"),
+                      "link_fingerprint": fingerprint(d / "data/links/ridge.pt")}, progress=False)
+    # the segmenter: "bright" where the render's red channel is above zero
+    w = torch.as_tensor(train["w"][:8])
+    masks = (gen.synthesize(w)[:, 0] > 0).to(torch.uint8)
+    cfg = SegmenterConfig(channels=(8,), dilations=(1, 1), epochs=20, lr=1e-2, batch_size=8)
+    seg, _ = train_segmenter(generator_maps(gen, w), masks, ["background", "bright"], cfg, progress=False)
+    save_segmenter(d / "data/segmenter.pt", seg, gen.fingerprint)
+    pd.DataFrame({"unit": units, "strongest_part": ["bright", "background", "bright", "background"],
+                  "selectivity": [1.0, 2.0, 3.0, 1.0]}).to_csv(d / "reports/units.csv", index=False)
+    return d
+
+
+def test_stage_scores_on_the_segmenters_masks_where_the_generator_draws_no_part_maps(partless_project):
+    from linkstyle.core.h5 import get_attr
+    from linkstyle.measure.segmenter import load_segmenter, segment_w
+    from linkstyle.models.registry import GeneratorSpec, load_generator
+
+    d = partless_project
+    out = _stage(d)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr[-2000:]
+    assert "no part maps of its own; pass the segmenter trained for it (--segmenter data/segmenter.pt" in out.stderr
+    assert "rerun" not in out.stderr
+    out = _stage(d, "--segmenter", "data/segmenter.pt")
+    assert out.returncode == 0, out.stderr[-2000:]
+    metrics = yaml.safe_load((d / "reports/attribution.json").read_text())
+    assert metrics["part_source"] == "segmenter" and metrics["n_units"]["selective"] == 2
+    scores = pd.read_csv(d / "reports/a_scores.csv")
+    assert set(scores["method"]) == {"lrp", "am_latent", "link"} and set(scores["part"]) <= {"background", "bright"}
+    assert scores.loc[scores["method"] == "lrp", "mass"].notna().all()
+    seg = load_segmenter(d / "data/segmenter.pt")
+    with h5py.File(d / "data/attribution.h5") as f, h5py.File(d / "data/tuning.h5") as t:
+        assert get_attr(f, "part_names") == ["background", "bright"] and get_attr(f, "part_source") == "segmenter"
+        cwd = os.getcwd()
+        os.chdir(d)
+        try:
+            gen = load_generator(GeneratorSpec(**yaml.safe_load((d / "params.yaml").read_text())["models"]["generator"]))
+        finally:
+            os.chdir(cwd)
+        u = list(t["units"][:]).index(int(f["units"][0]))
+        first = segment_w(seg, gen, torch.as_tensor(t["w"][u, :2, 0]))
+        assert np.array_equal(f["link_parts_first"][0], first)  # the link's renders, labelled by the segmenter
+        assert f["am_latent_parts_result"].shape == (3, 2, 16, 16)
+
+
+def test_quantify_stages_say_that_ground_truth_agreement_is_skipped_without_part_maps(partless_project, tmp_path):
+    d = tmp_path / "p"
+    shutil.copytree(partless_project, d)
+    quick = yaml.safe_load((ROOT / "tests" / "params_quick.yaml").read_text())
+    params = yaml.safe_load((d / "params.yaml").read_text())
+    params.update(cluster={**quick["cluster"], "n_workers": 0}, quantify_parts=quick["quantify_parts"],
+                  quantify_motion=quick["quantify_motion"])
+    (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, LINKSTYLE_PROGRESS="0", LINKSTYLE_THREADS="1", PYTHONPATH=str(ROOT))
+    common = ["--tuning", "data/tuning.h5", "--segmenter", "data/segmenter.pt"]
+    for script, args in (("quantify_parts", ["--measures", "m.parquet", "--changes", "c.parquet", "--metrics", "q.json"]),
+                         ("quantify_motion", ["--out", "mo.parquet", "--metrics", "mo.json"])):
+        out = subprocess.run([sys.executable, str(ROOT / "stages" / f"{script}.py"), *common, *args], cwd=d, env=env,
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "no part maps: ground-truth agreement skipped" in out.stdout and "nan" not in out.stdout, out.stdout

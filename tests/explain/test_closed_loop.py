@@ -97,3 +97,51 @@ def test_polish_steps_at_the_set_value_catch_up_a_lagging_path(narrow):
 def test_polish_leaves_the_walk_at_least_one_step():
     with pytest.raises(UserError, match=r"n_polish must be in \[0, n_iter\) = \[0, 10\) for method path"):
         ClosedLoopConfig(n_iter=10, n_polish=10)
+
+
+class InPlaceTanhGen(TanhGen):
+    """TanhGen whose synthesis assembles its input by item assignment, as StyleGAN3's Fourier input does."""
+
+    def _synthesis(self, w, features):
+        h = torch.zeros(len(w), self.w_dim + 1, device=w.device)
+        h[:, 1:] = w  # a batched value written into an unbatched tensor: vmap refuses this
+        h.mul_(1.0)
+        return torch.tanh(self.lin(h[:, 1:])).view(-1, 3, 4, 4), []
+
+
+def test_jacobians_fall_back_to_reverse_mode_on_in_place_code_and_agree_with_vmap(narrow):
+    from torch.func import jacfwd, vmap
+
+    from linkstyle.explain.closed_loop import reverse_jacobians, seed_jacobians
+
+    gen, clf, w, *_ = narrow
+    w = torch.as_tensor(w)
+    vmapped = seed_jacobians(gen, clf, w, batch=3)
+    torch.testing.assert_close(reverse_jacobians(gen, clf, w).double(), vmapped, rtol=1e-5, atol=1e-6)
+
+    in_place = InPlaceTanhGen(3, seed=4, scale=0.5, bias_scale=0.2).eval()
+    with pytest.raises(RuntimeError, match="vmap"):  # the case the fallback exists for
+        vmap(jacfwd(lambda x: reencode(in_place, clf, x[None])[0]))(w)
+    with pytest.warns(RuntimeWarning, match="reverse mode"):
+        jac = seed_jacobians(in_place, clf, w, batch=3)
+    torch.testing.assert_close(jac, vmapped, rtol=1e-5, atol=1e-6)
+    with pytest.warns(RuntimeWarning, match="reverse mode"):
+        loop = ClosedLoop(in_place, clf, w.numpy(), PATH)
+    torch.testing.assert_close(loop.jac, vmapped, rtol=1e-5, atol=1e-6)
+
+
+def test_reverse_jacobians_run_row_by_row_where_the_batched_backward_fails(narrow, monkeypatch):
+    from linkstyle.explain.closed_loop import reverse_jacobians
+
+    gen, clf, w, *_ = narrow
+    w = torch.as_tensor(w)
+    want = reverse_jacobians(gen, clf, w)
+    grad = torch.autograd.grad
+
+    def no_batched(*args, is_grads_batched=False, **kw):
+        if is_grads_batched:
+            raise RuntimeError("vmap: not supported by this backward")
+        return grad(*args, **kw)
+
+    monkeypatch.setattr(torch.autograd, "grad", no_batched)
+    torch.testing.assert_close(reverse_jacobians(gen, clf, w), want, rtol=1e-6, atol=1e-7)

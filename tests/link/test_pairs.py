@@ -80,3 +80,39 @@ def test_load_pairs_errors(tiny_gen, tiny_clf, tmp_path):
 def test_bad_config():
     with pytest.raises(UserError, match="psi"):
         PairsConfig(psi=0.0)
+
+
+def test_a_class_the_classifier_rejects_fails_within_its_first_draws(tiny_gen, biased_clf, tmp_path, monkeypatch):
+    import linkstyle.link.pairs as pairs
+
+    drawn, draw = [], pairs._draw
+
+    def counted(gen, clf, seeds, c, psi):
+        drawn.append((c, len(seeds)))
+        return draw(gen, clf, seeds, c, psi)
+
+    monkeypatch.setattr(pairs, "_draw", counted)
+    cfg = _cfg(keep_correct=True, n_train_per_class=100, batch_size=64)  # up to 2,000 draws per class allowed
+    with pytest.raises(UserError) as e:
+        sample_pairs(tiny_gen, biased_clf, cfg, tmp_path / "p.h5", FPS, progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "0 of the first 128 samples drawn for class 'dog' (train)" in msg
+    assert "keep_correct: false" in msg and "class_indices / preset" in msg
+    assert sum(m for c, m in drawn if c == 1) == 128, "gave up after two batches, not 2,000 draws"
+    assert not (tmp_path / "p.h5").exists()
+
+
+def test_hopeless_check_does_not_depend_on_the_batch_size():
+    from linkstyle.link.pairs import _hopeless
+
+    cfg = _cfg(keep_correct=True)
+    ok = np.zeros(300, bool)
+    assert _hopeless(ok[:127], cfg) is None and _hopeless(ok, cfg) == (0, 128)
+    ok[::10] = True  # 10% acceptance: within max_draws_factor 20
+    assert _hopeless(ok, cfg) is None
+
+
+def test_progress_shows_draw_rate_and_acceptance_per_class(tiny_gen, tiny_clf, tmp_path, capsys):
+    sample_pairs(tiny_gen, tiny_clf, _cfg(), tmp_path / "p.h5", FPS, progress=True)
+    err = capsys.readouterr().err
+    assert "draws/s, acceptance cat 1.00" in err and "dog 1.00" in err

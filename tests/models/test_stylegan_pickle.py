@@ -155,3 +155,92 @@ def test_label_images_tool_exports_what_the_masks_folder_reads(tmp_path):
     bad = subprocess.run([sys.executable, str(root / "tools" / "label_images.py"), "--out", "x", "--params", str(params)],
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0 and "give exactly one of --preset" in bad.stderr and "Traceback" not in bad.stderr
+    # Before stage class_means has run, the tool computes the means as that stage does: same images.
+    doc = yaml.safe_load(params.read_text())
+    params.write_text(yaml.safe_dump({**doc, "class_means": {}}))
+    again = subprocess.run([sys.executable, str(root / "tools" / "label_images.py"), "--out", str(tmp_path / "again"),
+                            "--per-class", "2", "--preset", "fungi", "--params", str(params)],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "data/class_means.json not found; class means taken from the checkpoint" in again.stdout
+    assert (tmp_path / "again" / "agaric_30000000.png").read_bytes() == (folder / "agaric_30000000.png").read_bytes()
+    doc = __import__("ast").get_docstring(__import__("ast").parse((root / "tools" / "label_images.py").read_text()))
+    assert "--psi" not in doc  # psi is train_segmenter.psi in params.yaml, not an option
+
+
+@pytest.fixture(scope="module")
+def sg3_pickle(tmp_path_factory):
+    return write_toy_pickle(tmp_path_factory.mktemp("sg3"), per_class_avg=False, generator="Generator3")
+
+
+NAMES3 = ("L0_10_8", "L1_14_8", "L2_22_8", "L3_16_8", "L4_16_3")
+
+
+def test_stylegan3_maps_are_cut_from_their_margins_to_the_image_frame(sg3_pickle):
+    gen = load_generator(_spec(*sg3_pickle, feature_layers=NAMES3))
+    w = torch.randn(3, gen.w_dim)
+    raw = []
+    hooks = [getattr(gen.G.synthesis, n).register_forward_hook(lambda _m, _i, out: raw.append(out.clone()))
+             for n in NAMES3]
+    try:
+        every = gen.synthesis_features(w)
+    finally:
+        for h in hooks:
+            h.remove()
+    # sampling rates 4, 8, 16, 16, 16 with a margin of 3 samples on the first three
+    assert [m.shape[-1] for m in raw] == [10, 14, 22, 16, 16]
+    assert [tuple(m.shape[1:]) for m in every] == [(8, 4, 4), (8, 8, 8), (8, 16, 16), (8, 16, 16), (3, 16, 16)]
+    # Channel 0 marks the image frame (1 inside, 0 in the margin; resampling blurs its edge):
+    # along the middle row and column, what the crop keeps is exactly where the mark is > 0.5.
+    for full, cut in zip(raw[:4], every[:4]):
+        n, k, mid = full.shape[-1], cut.shape[-1], full.shape[-1] // 2
+        kept = torch.zeros(n, dtype=torch.bool)
+        kept[(n - k) // 2:(n + k) // 2] = True
+        for line in (full[:, 0, mid, :], full[:, 0, :, mid]):
+            assert torch.equal(line > 0.5, kept.expand_as(line))
+        torch.testing.assert_close(cut, full[..., (n - k) // 2:(n + k) // 2, (n - k) // 2:(n + k) // 2])
+    torch.testing.assert_close(every[-1], torch.atanh(gen.synthesize(w).clamp(-0.999, 0.999)), rtol=1e-3, atol=1e-3)
+    assert gen.G.synthesis.layer_names == list(NAMES3)
+    default = load_generator(_spec(*sg3_pickle)).synthesis_features(w)  # every layer: the pickle's layer_names
+    assert [m.shape[-1] for m in default] == [4, 8, 16, 16, 16]
+
+
+def test_segmenter_trains_on_all_stylegan3_layers_and_jacobians_tolerate_its_in_place_input(sg3_pickle):
+    from linkstyle.explain.closed_loop import seed_jacobians
+    from linkstyle.measure.features import generator_maps
+    from linkstyle.measure.segmenter import segment_w
+    from linkstyle.measure.segmenter_training import SegmenterConfig, train_segmenter
+
+    gen = load_generator(_spec(*sg3_pickle))
+    w = torch.randn(4, gen.w_dim)
+    masks = np.zeros((4, 16, 16), np.uint8)
+    masks[:, 4:12, 4:12] = 1
+    cfg = SegmenterConfig(channels=(8,), dilations=(1, 1), epochs=30, lr=1e-2, batch_size=4)
+    model, _ = train_segmenter(generator_maps(gen, w), masks, ["background", "box"], cfg, progress=False)
+    assert segment_w(model, gen, w).shape == (4, 16, 16)
+
+    class Mean(torch.nn.Module):  # a stand-in classifier: r = per-channel image means
+        n_units = 3
+
+        def preprocess(self, x):
+            return x
+
+        def features(self, x):
+            return x.mean((2, 3))
+
+    with pytest.warns(RuntimeWarning, match="reverse mode"):
+        jac = seed_jacobians(gen, Mean(), w[:2], batch=2)
+    assert jac.shape == (2, 3, gen.w_dim) and jac.abs().sum() > 0
+    eps = 1e-3 * torch.eye(gen.w_dim)[0]
+    with torch.no_grad():
+        fd = (gen._synthesis(w[:1] + eps, False)[0] - gen._synthesis(w[:1] - eps, False)[0]).mean((2, 3)) / 2e-3
+    torch.testing.assert_close(jac[0, :, 0].float(), fd[0], rtol=2e-2, atol=2e-3)
+
+
+def test_class_ids_from_a_preset_that_does_not_fit_name_the_preset(xl_pickle):
+    pkl, code = xl_pickle  # c_dim 10; the preset's ImageNet ids are far beyond it
+    with pytest.raises(UserError) as e:
+        load_generator(GeneratorSpec(kind="stylegan", path=str(pkl), code=str(code), preset="dogs"))
+    msg = str(e.value)
+    assert msg.startswith("models.generator.preset: preset 'dogs' does not fit this model") and "[0, 10)" in msg
+    assert "remove the preset and set class_indices and class_names" in msg and "\n" not in msg

@@ -247,3 +247,14 @@ def test_page_in_headless_chromium(tmp_path):
         assert errors == []
     finally:
         drv.quit()
+
+
+def test_segmenter_trained_on_masks_shows_its_training_fit_instead_of_an_iou(tmp_path):
+    root = make_reports(tmp_path / "r")
+    _json(root / "segmenter.json", {"n_shots": 6, "train_pixel_accuracy": 0.875})  # labels: masks, no part maps
+    out = root / "index.html"
+    write_report(root, out, {}, "")
+    text = out.read_text()
+    check_structure(text, 20)
+    assert "segmenter pixel accuracy on its labelled images" in text and "87.5%" in text
+    assert "segmenter mean IoU" not in text

@@ -1,5 +1,6 @@
-"""Stage attribute_units (docs/method.md section 10): FeatureVis's methods beside the link,
-scored on the generator's own part maps.
+"""Stage attribute_units (docs/method.md section 11): FeatureVis's methods beside the link,
+scored on the generator's own part maps, or, for a generator without them, on the masks of
+the few-shot segmenter trained for it (stage train_segmenter).
 
 Units: per part, the `n_per_part` most selective units of analyze_units' table (units
 whose strongest part is that part, by selectivity), and `n_control` other units drawn at
@@ -19,7 +20,7 @@ pairs.
 Output HDF5 (the figures read it):
   heat            float32 [M, U, S, H, W]  per method (attrs methods), NaN where not run
   units, unit_part, unit_group, selectivity [U]; seeds, classes [S]; active uint8 [U, S] (unit > 0 on the image)
-  images uint8 [S, H, W, 3]; parts uint8 [S, H, W]  the test images and their part maps
+  images uint8 [S, H, W, 3]; parts uint8 [S, H, W]  the test images and their part maps (attrs part_source)
   am_pixel_result, am_latent_start, am_latent_result uint8 [U, A, H, W, 3]
   am_latent_parts_start, am_latent_parts_result uint8 [U, A, H, W]
   link_first, link_last uint8 [U, S, H, W, 3]; link_parts_first, link_parts_last [U, S, H, W]
@@ -28,6 +29,7 @@ Output HDF5 (the figures read it):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -49,6 +51,7 @@ from linkstyle.explain.attribution.lrp import LRPEpsilon
 from linkstyle.explain.attribution.occlusion import Occlusion
 from linkstyle.explain.attribution.sanity import LinkRefit, randomisation_test
 from linkstyle.explain.attribution.scores import part_scores, summarize, unit_similarity
+from linkstyle.measure.segmenter import segment_w
 from linkstyle.models.attribution_ready import attribution_ready
 
 OcclusionOptions = Occlusion.Options
@@ -144,18 +147,24 @@ def _test_latents(test: dict[str, np.ndarray], seeds: np.ndarray, classes: np.nd
 
 def attribute_units(gen, clf, test: dict[str, np.ndarray], train_w: np.ndarray, table: pd.DataFrame, tuning,
                     cfg: AttributeUnitsConfig, link_fit: Optional[tuple[str, Any]], path: str | os.PathLike,
-                    attrs: dict, progress: bool = True, table_name: str = "units.csv") -> dict[str, Any]:
+                    attrs: dict, progress: bool = True, table_name: str = "units.csv",
+                    segmenter=None) -> dict[str, Any]:
     """Everything of the stage; writes the maps to `path` and returns the tables and metrics.
 
     test: the pairs file's test split (w, seed, label); train_w: its training latents (the
     link's refit in the randomisation test); tuning: the open tuning HDF5 file; link_fit:
     (kind, options) of the pipeline's link, or None to leave the link out of the test;
-    table_name: how errors name the unit table.
+    table_name: how errors name the unit table; segmenter: the one trained for gen, whose
+    masks stand in for part maps where gen has none (unused where it has them).
     """
-    if gen.part_names is None or "parts_gt" not in tuning:
-        raise UserError("attribute_units: the generator has no part maps (no parts_gt in the tuning file); the "
-                        "scores need the generator's own part maps")
-    part_names = list(gen.part_names)
+    own = gen.part_names is not None
+    if own and "parts_gt" not in tuning:
+        raise UserError("attribute_units: the tuning file has no parts_gt although the generator draws part maps; "
+                        "it was written for another generator, rerun dvc repro tune_units")
+    if not own and segmenter is None:
+        raise UserError("attribute_units: the generator has no part maps of its own; pass the segmenter trained "
+                        "for it (--segmenter data/segmenter.pt, from dvc repro train_segmenter) to score on its masks")
+    part_names = list(gen.part_names) if own else list(segmenter.label_names)
     all_seeds = np.asarray(tuning["seeds"][:])
     S = len(all_seeds) if cfg.n_seeds is None else cfg.n_seeds
     if S > len(all_seeds):
@@ -172,7 +181,7 @@ def attribute_units(gen, clf, test: dict[str, np.ndarray], train_w: np.ndarray, 
     w_test = torch.as_tensor(_test_latents(test, seeds, classes, "pairs test split"), device=dev)
     img, parts = gen.render(w_test)
     x = ((img + 1.0) * 0.5).clamp(0.0, 1.0)  # as the classifier's to_unit
-    parts = parts.cpu().numpy()
+    parts = parts.cpu().numpy() if own else segment_w(segmenter, gen, w_test, cfg.batch_size)
     net = attribution_ready(clf, "units", image_resolution=gen.resolution)
     if "occlusion" in cfg.methods:  # fail before any map is computed, naming the param
         try:
@@ -197,7 +206,18 @@ def attribute_units(gen, clf, test: dict[str, np.ndarray], train_w: np.ndarray, 
             am[m] = maps
     ui = {int(u): k for k, u in enumerate(tuned.tolist())}
     link_img = np.stack([tuning["renders"][ui[int(u)], :S][:, [0, T - 1]] for u in units])  # [U, S, 2, H, W, 3]
-    link_parts = np.stack([tuning["parts_gt"][ui[int(u)], :S][:, [0, T - 1]] for u in units])
+    if own:
+        link_parts = np.stack([tuning["parts_gt"][ui[int(u)], :S][:, [0, T - 1]] for u in units])
+    else:
+        link_w = np.stack([tuning["w"][ui[int(u)], :S][:, [0, T - 1]] for u in units])  # [U, S, 2, D]
+        link_parts = _segmented(segmenter, gen, link_w, cfg.batch_size)
+        for m, maps in am.items():
+            if maps.w is not None:  # the latent method's renders: the segmenter labels them too
+                n = maps.w.shape[1]
+                start = np.broadcast_to(parts[:n], (U, *parts[:n].shape))
+                am[m] = dataclasses.replace(maps, parts_start=torch.from_numpy(np.ascontiguousarray(start)),
+                                            parts_result=torch.from_numpy(_segmented(segmenter, gen, maps.w.numpy(),
+                                                                                     cfg.batch_size)))
     diff = link_img[:, :, 1].astype(np.float32) - link_img[:, :, 0].astype(np.float32)
     heat[-1] = np.abs(diff / 255.0).sum(-1)
 
@@ -214,7 +234,8 @@ def attribute_units(gen, clf, test: dict[str, np.ndarray], train_w: np.ndarray, 
         {m: unit_similarity(heat[i], active) for i, m in enumerate(methods + ["link"])})
     with h5.create(path) as f:
         h5.set_attrs(f, params=to_dict(cfg), methods=methods + ["link"], families=[METHODS[m].family for m in methods]
-                     + ["link"], part_names=part_names, class_names=list(gen.class_names), sanity_steps=steps,
+                     + ["link"], part_names=part_names, part_source="generator" if own else "segmenter",
+                     class_names=list(gen.class_names), sanity_steps=steps,
                      sanity_methods=list(sims), **attrs)
         h5.ensure_block(f, heat, link_img)
         for name, arr in (("units", units), ("unit_part", sel["part_index"].to_numpy(np.int64)),
@@ -236,7 +257,14 @@ def attribute_units(gen, clf, test: dict[str, np.ndarray], train_w: np.ndarray, 
             f.create_dataset(name, data=arr, chunks=True if arr.ndim > 1 else None, compression="gzip",
                              shuffle=True, track_times=False)
     # Wall-clock seconds: reported by the stage, kept out of the outputs (they would differ per run).
-    return {**tables, "metrics": _metrics(tables, methods, sel, S, A, cfg), "timing": timing}
+    metrics = {**_metrics(tables, methods, sel, S, A, cfg), "part_source": "generator" if own else "segmenter"}
+    return {**tables, "metrics": metrics, "timing": timing}
+
+
+def _segmented(segmenter, gen, w: np.ndarray, batch_size: int) -> np.ndarray:
+    """The segmenter's masks uint8 [..., H, W] of the renders of w [..., D]."""
+    flat = torch.as_tensor(np.asarray(w, dtype=np.float32).reshape(-1, w.shape[-1]), device=gen.device)
+    return segment_w(segmenter, gen, flat, batch_size).reshape(*w.shape[:-1], gen.resolution, gen.resolution)
 
 
 def _u8(x01: torch.Tensor) -> np.ndarray:
