@@ -1,5 +1,6 @@
 # Two entry points (see README): `make run` regenerates everything with DVC on the
-# built-in default world; `make test` runs the test suite. Both create .venv if missing.
+# built-in default world, then the results page; `make test` runs the test suite. Both
+# create .venv if missing. `make quick`, `make report`, `make docs` and `make bench` help.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch and torchvision pinned together: torchvision's compiled ops must match torch's build
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 # Researchers with another CUDA can create .venv with a matching pair before running make.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test bench env test-tools
+.PHONY: run test bench env test-tools quick report docs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +21,28 @@ env: $(VENV)/.installed
 
 run: $(VENV)/.installed
 	PATH="$(abspath $(VENV))/bin:$$PATH" dvc repro
+	$(PY) tools/results_page.py
+
+# The small `quick` world (tests/params_quick.yaml) in QUICK, a scratch copy of the pipeline
+# that git and DVC ignore, so the tracked params.yaml and reports stay as they are.
+QUICK ?= .quick
+quick: $(VENV)/.installed
+	mkdir -p $(QUICK)
+	cp -R stages linkstyle masks dvc.yaml .dvcignore $(QUICK)/
+	cp tests/params_quick.yaml $(QUICK)/params.yaml
+	cd $(QUICK) && export PATH="$(abspath $(VENV))/bin:$$PATH" && \
+	  { test -d .dvc || { dvc init -q --no-scm && dvc config core.analytics false; }; } && dvc repro
+	@echo "quick report: $(QUICK)/reports/index.html (python3 tools/open_report.py --page $(QUICK)/reports/index.html)"
+
+# Open reports/index.html in a browser, or print its path where there is none.
+report:
+	python3 tools/open_report.py
+
+# The generated pages: docs/results.md (+ the README figure) from reports/, docs/errors.md
+# from tests/test_errors.py. tests/test_docs.py fails when either is out of date.
+docs: $(VENV)/.installed
+	$(PY) tools/results_page.py
+	$(PY) tools/errors_page.py
 
 # The report's browser test needs Debian's chromium and chromedriver, the SSH remote test an
 # OpenSSH server; installed here where apt-get runs as root (CI), else those tests are skipped

@@ -1,12 +1,12 @@
 """Speed of the feature visualisation maps of stage attribute_units, per method.
 
-Usage: python benchmarks/attribution_speed.py --data /tmp/full/data --units /tmp/full/reports/units.csv
+Usage: python benchmarks/attribution_speed.py --data data --units reports/units.csv
        [--params params.yaml] [--threads 2]
 
 On the default world's artifacts it selects the units as the stage does and times each
 method's maps for all selected units and seeds (activation maximisation: the first
 am_seeds seeds), wall-clock and process CPU time, with torch on `--threads` threads.
-Budget (issue 15): all maps in under 2 minutes on 2 CPU cores. The CPU time divided by
+Budget: all maps in under 2 minutes on 2 CPU cores. The CPU time divided by
 the threads is what the wall time would be on cores nobody else uses. Prints figures only.
 """
 

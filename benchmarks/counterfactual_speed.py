@@ -5,7 +5,7 @@ Usage: PYTHONPATH=. python benchmarks/counterfactual_speed.py --data data
 
 Both runs make the same counterfactuals (every ordered class pair x n_seeds test samples,
 by default the stage's 200; the same starts, loss, step size and stopping rule), with the
-same number of torch threads (default 2, the issue's 2 cores):
+same number of torch threads (default 2):
 - batched: `linkstyle.explain.counterfactuals.search`, a pool of `batch_size` trajectories
   stepping together, refilled as trajectories finish;
 - one at a time in the reference's structure: per trajectory a loop of loss (L(r)

@@ -7,7 +7,7 @@ given params, it times:
   1. `dvc repro train_generator train_classifier` (runs world, then both trainings);
   2. the same again with nothing changed (should rerun nothing, <= 10 s);
   3. which of these stages a changed `train_classifier` param would rerun (`dvc repro --dry`).
-Budgets (issue "Foundation"): default params <= 12 min, quick params <= 90 s on 2 CPU
+Budgets: default params <= 12 min, quick params <= 90 s on 2 CPU
 cores. Prints figures only; nothing is asserted.
 """
 

@@ -3,7 +3,7 @@
 Usage: PYTHONPATH=. python benchmarks/motion_accuracy.py [--n 400] [--tuning data/tuning.h5]
            [--pump-code PATH [--pump-checkpoint FILE]] [--threads 1 2]
 
-1. Synthetic pairs (the protocol of issue 12): a 32 px image, and the same image moved by
+1. Synthetic pairs: a 32 px image, and the same image moved by
    a known affine (rotation up to 6 degrees, zoom up to 3%, shift up to 1.5 px) plus a
    local Gaussian bump of motion (up to 1.5 px, sigma 3-5 px). Images are procedural
    world renders and, with --tuning, the generator's own first-step renders (blurrier,

@@ -11,8 +11,8 @@ Memory: peak resident memory of `sample_pairs` in a fresh process at n_small vs 
 pairs per class; streaming to HDF5 should keep the two within 20%.
 Without checkpoints the default architectures are built untrained (same cost per image).
 On a GPU machine (`--device auto` picks CUDA) both paths run there: that is where the
-per-image loop's launch and transfer overheads show, and where issue #3's 10x is to be
-measured.
+per-image loop's launch and transfer overheads show, and where a 10x speed-up of batching
+is to be measured.
 Prints figures only; nothing is asserted.
 """
 

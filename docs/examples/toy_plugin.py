@@ -15,7 +15,7 @@
         options: {n_classes: 3}
 
 Everything here is tiny and random-weight; it only shows the interface
-(docs/models.md). tests/models/test_plugin.py runs it through the stages.
+(docs/own-models.md). tests/models/test_backends_pipeline.py runs it through `dvc repro`.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ the number of workers. At most `2 x workers` blocks are in flight, so memory sta
 in the number of blocks.
 
 - `cluster.scheduler` set: work goes to that running scheduler (a lab's SLURM workers via
-  dask-jobqueue, see README); otherwise a local cluster of `n_workers` processes
+  dask-jobqueue, see docs/scale-and-share.md); otherwise a local cluster of `n_workers` processes
   (0 = run in this process, no Dask; -1 = as many as the cores allow).
 - Each worker process loads the task's models once (`BlockTask.load`), not per block.
 - A worker that dies mid-block (killed, out of memory) is replaced by its nanny and the
@@ -105,7 +105,7 @@ def _client(cfg: ClusterConfig, n_workers: int):
             return Client(cfg.scheduler, timeout=cfg.connect_timeout_s), None
         except (OSError, TimeoutError) as e:
             raise UserError(f"cluster.scheduler: cannot reach {cfg.scheduler} ({type(e).__name__}); start the "
-                            "scheduler and workers (README 'Scale out') or leave it empty for a local cluster") from None
+                            "scheduler and workers (docs/scale-and-share.md) or leave it empty for a local cluster") from None
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
                            silence_logs=logging.CRITICAL)  # a block's UserError reaches the stage as one line
     return Client(cluster), cluster

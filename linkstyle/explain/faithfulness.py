@@ -1,4 +1,4 @@
-"""How faithfully a tuning run moved the unit it set (docs/method.md section 4, faithfulness).
+"""How faithfully a tuning run moved the unit it set (docs/method.md section 9).
 
 Tuning sets unit i of r to the values v_t (t = 0 .. T-1) and renders; the classifier's
 re-encoding r~ of each render says how far unit i really moved in the image. For tuned
@@ -73,7 +73,7 @@ def faithfulness_arrays(unit_t: np.ndarray, off: np.ndarray, values: np.ndarray)
     reached = values[:, -1] - values[:, 0]
     live = reached > LIVE_EPS
     safe = np.where(live, reached, 1.0)[:, None]
-    # float32 maths as the first version of tune_units, so unit_transfer_median is unchanged
+    # float32 maths, as tune_units computes unit_transfer_median
     moved = unit_t[:, :, -1] - unit_t[:, :, 0]
     transfer = np.where(live[:, None], moved / safe, np.nan)
     off_target = np.where(live[:, None], np.asarray(off, dtype=np.float32)[:, :, -1] / np.abs(safe), np.nan)

@@ -1,5 +1,5 @@
 """What R is invariant to: images the classifier cannot tell apart, drawn through the INN link
-(docs/method.md section 9).
+(docs/method.md section 10).
 
 For each of `n_seeds` test pairs (round-robin over the classes, `linkstyle.explain.seeds`;
 the first of them are the seeds tune_units tunes) with stored r, draw K samples

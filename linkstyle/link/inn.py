@@ -1,4 +1,4 @@
-"""The INN link: a conditional invertible network v = INN(w; r), v ~ N(0, I) (docs/method.md section 9).
+"""The INN link: a conditional invertible network v = INN(w; r), v ~ N(0, I) (docs/method.md section 10).
 
 The linear and MLP links give one w per r, but R is invariant to part of what W encodes
 (the ridge link's held-out R^2 is 0.87). Following Rombach, Esser and Ommer ("Making Sense
@@ -24,7 +24,7 @@ generator and classifier are untouched (the pairs already hold w and r).
 
 Why step 1 (not in the reference): trained by likelihood alone, the couplings overfit the
 condition long before they learn the non-linear part of the mean, and the INN's held-out
-NLL and mean stayed no better than a linear link plus Gaussian noise (docs/method.md section 9).
+NLL and mean stayed no better than a linear link plus Gaussian noise (docs/method.md section 10, D27).
 
 The module is also a link: `forward(r)` is w at v = 0, so `linkstyle.link.fit.predict_w`
 and `link_metrics` score it like the others. `sample(r, v)` maps noise to w; `encode(w, r)`

@@ -3,14 +3,14 @@
 The factory is called with the spec's `options` as keyword arguments, plus `path=`
 when the spec names a file and `class_indices=` / `class_names=` when a preset or those
 keys choose classes, and must return an instance of `linkstyle.Generator` or
-`linkstyle.Classifier` (docs/models.md: the interface and a minimal example). `code`
+`linkstyle.Classifier` (docs/own-models.md: the interface and a minimal example). `code`
 names a folder to import the module from when it is not installed.
 
 A plugin's identity (`fingerprint`, recorded in every artifact made with it) hashes the
 factory's name, its options, its module's source file and the weights file: change any
 of them and artifacts made with the old one are told apart. DVC cannot see a plugin's
 source on its own: list the module file as a dependency of the stages that load models
-(docs/models.md shows how).
+(docs/own-models.md shows how).
 """
 
 from __future__ import annotations
@@ -82,11 +82,11 @@ def load_plugin(spec, base: type, param: str, device: str | torch.device, class_
     model = fn(**kwargs)
     if not isinstance(model, base):
         raise UserError(f"{param}.factory: {spec.factory} returned a {type(model).__name__}, not a "
-                        f"linkstyle {base.__name__} (docs/models.md: the interface)")
+                        f"linkstyle {base.__name__} (docs/own-models.md: the interface)")
     missing = [a for a in REQUIRED[base.__name__] if not hasattr(model, a)]
     if missing:
         raise UserError(f"{param}.factory: the {base.__name__} {spec.factory} returned lacks {', '.join(missing)} "
-                        "(docs/models.md: the interface)")
+                        "(docs/own-models.md: the interface)")
     h = hashlib.sha256(json.dumps([spec.factory, kwargs], sort_keys=True, default=str).encode())
     src = inspect.getsourcefile(module)
     if src:

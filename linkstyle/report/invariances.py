@@ -1,5 +1,5 @@
 """Figures of stage invariances: samples the classifier cannot tell apart, and the factors R is
-invariant to (docs/method.md section 9)."""
+invariant to (docs/method.md section 10)."""
 
 from __future__ import annotations
 

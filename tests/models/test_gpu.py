@@ -1,4 +1,4 @@
-"""The same inputs give the same results on CPU and GPU, within a stated tolerance (README: Devices).
+"""The same inputs give the same results on CPU and GPU, within a stated tolerance (docs/own-models.md: Install and devices).
 
 Skipped without CUDA (CI has none); run on a GPU machine with `pytest tests/models/test_gpu.py -s`.
 cuDNN may use TF32 for convolutions on Ampere and later, so results agree to about 1e-3

@@ -1,4 +1,4 @@
-"""Feature visualisation baselines beside the link (docs/method.md section 10): FeatureVis's
+"""Feature visualisation baselines beside the link (docs/method.md section 11): FeatureVis's
 three classes of methods (Grün et al. 2016), for a unit of R or a class logit, batched,
 on an attribution-ready copy of any classifier the model seam loads.
 
