@@ -1,22 +1,22 @@
-"""Closed-loop solver settings side by side: transfer against off-target on the same units and seeds.
+"""Closed-loop solver settings side by side: transfer, off-target and cost per render against the open loop.
 
 Usage: python benchmarks/closed_loop_frontier.py [--every 8] [--offset 0] [--settings "n_iter=20,ridge=0.01;..."]
-Needs a full pipeline's data/pairs.h5, data/tuning.h5 and the models (`dvc repro tune_units`).
+Needs a full pipeline's data/pairs.h5, data/links/ridge.pt and the models (`dvc repro fit_link@ridge`).
 
-Tuning sets unit i of a seed's r to its minimum and its maximum over the tuning seeds;
-the closed loop solves for the w of each (linkstyle/explain/closed_loop.py), the render
-is re-encoded, and (docs/method.md section 9)
+Tuning sets unit i of a seed's r to n_steps values over its [min, max] across the tuning
+seeds; the closed loop solves for the w of each (linkstyle/explain/closed_loop.py), the
+render is re-encoded, and (docs/method.md D39)
 
 - transfer = (r~_i(max) - r~_i(min)) / (max - min), 1 = the whole set change arrived;
 - off-target = ||r~_-i(max) - r~_-i(min)|| / (max - min), the other units' movement.
 
-For every setting (params.yaml's tune_units.closed_loop with the named keys replaced) it
-solves the two end steps of every (unit, seed) of units offset::every, the stage's seeds,
-and prints the medians over (unit, seed) and over units (median over seeds first), the
-ratio of the two medians off / transfer, and the seconds. The open loop's figures for the same units and
-seeds come from data/tuning.h5. The issue's target: transfer >= 0.5 at off-target no
-larger than the open loop's. Prints figures only; about 4 min per setting for 32 units on
-2 cores.
+First the open loop (the link, render, re-encode) is timed on the same renders, then
+every setting (params.yaml's tune_units.closed_loop with the named keys replaced) on
+units offset::every, the stage's seeds and steps, seeds' Jacobians included. Prints the
+medians over (unit, seed) and over units (median over seeds first), the ratio of the two
+medians off / transfer, the seconds, the milliseconds per render and the cost per render
+as a multiple of the open loop's. The faithfulness target: transfer >= 0.5 at off-target
+no larger than the open loop's. Prints figures only; run it on an idle machine.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import time
 from dataclasses import fields, replace
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
@@ -66,18 +65,11 @@ def _summary(f: dict) -> dict:
             "unit_off": np.median(np.median(off, 1)), "ratio": o / t, "half": np.mean(transfer >= 0.5)}
 
 
-def _open_loop(tuning: Path, units: np.ndarray) -> dict:
-    with h5py.File(tuning) as f:
-        sel = np.isin(f["units"][:], units)
-        return _summary(faithfulness_arrays(f["r_tilde_unit"][:][sel], f["r_tilde_off"][:][sel], f["values"][:][sel]))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--pairs", type=Path, default=Path("data/pairs.h5"))
     ap.add_argument("--link", type=Path, default=Path("data/links/ridge.pt"), help="only for the fingerprint checks")
-    ap.add_argument("--tuning", type=Path, default=Path("data/tuning.h5"), help="the open loop's sweep")
     ap.add_argument("--every", type=int, default=8)
     ap.add_argument("--offset", type=int, default=0, help="units offset::every; 4 with --every 8: units the defaults were not chosen on")
     ap.add_argument("--settings", default=DEFAULT_SETTINGS, help="';'-separated settings of key=value,...")
@@ -91,30 +83,44 @@ def main() -> None:
     pick = pick_seeds(test["label"], cfg.n_seeds, L.gen.n_classes)
     r_base, w_base = test["r"][pick], test["w"][pick]
     units = np.arange(L.clf.n_units)[a.offset :: a.every]
-    values = step_values(r_base[:, units].min(0), r_base[:, units].max(0), 2)  # [unit, end]: the stage's range
+    T = cfg.n_steps
+    values = step_values(r_base[:, units].min(0), r_base[:, units].max(0), T)  # [unit, step]: the stage's range
     n, S = len(units), len(pick)
-    target = np.repeat(r_base[None, :, None, :], 2, 2).repeat(n, 0)  # [unit, seed, end, R]
+    target = np.repeat(r_base[None, :, None, :], T, 2).repeat(n, 0)  # [unit, seed, step, R]
     target[np.arange(n), :, :, units] = values[:, None, :]
-    seed_of, unit_of = np.tile(np.repeat(np.arange(S), 2), n), np.repeat(units, S * 2)
+    seed_of, unit_of = np.tile(np.repeat(np.arange(S), T), n), np.repeat(units, S * T)
 
-    rows = [("open loop (data/tuning.h5)", _open_loop(a.tuning, units), float("nan"))]
-    print(f"{n} units ({a.offset}::{a.every}) x {S} seeds x 2 end steps; params {a.params}: tune_units.closed_loop with")
-    for setting, keys in zip(filter(None, a.settings.split(";")), settings):
-        cl = replace(cfg.closed_loop, **keys)
-        t0 = time.perf_counter()
-        w = ClosedLoop(L.gen, L.clf, w_base, cl, cfg.batch_size).solve(seed_of, unit_of, torch.as_tensor(target.reshape(-1, target.shape[-1])))
+    flat = torch.as_tensor(target.reshape(-1, target.shape[-1]))
+    n_renders = len(flat)
+
+    def measure(w):
         with torch.inference_mode():
             img, _ = L.gen.render(w, cfg.batch_size)
             rt, _ = L.clf.represent(img, batch_size=cfg.batch_size)
-        rt = rt.numpy().reshape(n, S, 2, -1)
-        f = faithfulness_arrays(rt[np.arange(n), :, :, units], off_target_norms(rt, units), values)
-        rows.append((f"{cl.method} {setting}", _summary(f), time.perf_counter() - t0))
+        rt = rt.numpy().reshape(n, S, T, -1)
+        return _summary(faithfulness_arrays(rt[np.arange(n), :, :, units], off_target_norms(rt, units), values))
+
+    # The open loop, timed the same way: link, render, re-encode of the same targets.
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        w_open = L.link(flat)
+    rows = [("open loop (the link)", measure(w_open), time.perf_counter() - t0)]
+    print(f"{n} units ({a.offset}::{a.every}) x {S} seeds x {T} steps = {n_renders} renders, "
+          f"{torch.get_num_threads()} threads; params {a.params}: tune_units.closed_loop with", flush=True)
+    for setting, keys in zip(filter(None, a.settings.split(";")), settings):
+        cl = replace(cfg.closed_loop, **keys)
+        t0 = time.perf_counter()  # the seeds' Jacobians included: their cost is shared by the renders
+        w = ClosedLoop(L.gen, L.clf, w_base, cl, cfg.batch_size).solve(seed_of, unit_of, flat)
+        rows.append((f"{cl.method} {setting}", measure(w), time.perf_counter() - t0))
         print(f"  done: {setting} ({rows[-1][2]:.0f} s)", flush=True)
 
-    print(f"\n{'solver':<44} {'transfer':>8} {'off':>6} {'off/tr':>6} {'>=0.5':>6} | {'per unit: transfer':>18} {'off':>6} | {'s':>5}")
+    base = rows[0][2] / n_renders
+    print(f"\n{'solver':<52} {'transfer':>8} {'off':>6} {'off/tr':>6} {'>=0.5':>6} | {'per unit: tr':>12} {'off':>6} | "
+          f"{'s':>5} {'ms/render':>9} {'x open':>6}")
     for name, m, sec in rows:
-        print(f"{name:<44} {m['transfer']:8.3f} {m['off']:6.3f} {m['ratio']:6.2f} {m['half']:6.1%} | "
-              f"{m['unit_transfer']:18.3f} {m['unit_off']:6.3f} | {sec:5.0f}")
+        print(f"{name:<52} {m['transfer']:8.3f} {m['off']:6.3f} {m['ratio']:6.2f} {m['half']:6.1%} | "
+              f"{m['unit_transfer']:12.3f} {m['unit_off']:6.3f} | {sec:5.0f} {1e3 * sec / n_renders:9.2f} "
+              f"{sec / n_renders / base:6.1f}")
 
 
 if __name__ == "__main__":

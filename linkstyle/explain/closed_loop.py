@@ -22,10 +22,10 @@ h = hold_weight (0: unit i is a constraint of every linearised step; h > 0 softe
 The step is cut to max_step and always taken. Holding the others by least squares in every
 step, not by a penalty against unit i, and small steps that keep the linear model true,
 move the others less per unit of transfer than `lm`; the polish steps at v catch up what the
-cut steps left behind and re-hold the others, which moves them less again (README:
-faithfulness; docs/method.md D39).
+cut steps left behind and re-hold the others, which moves them less again (docs/method.md D39;
+the measured frontier: benchmarks/closed_loop_frontier.py).
 
-Method `lm` (the first version). One damped Gauss-Newton solve of
+Method `lm` (a soft alternative). One damped Gauss-Newton solve of
 
     min_w  E(w) = (r*_i - r~_i(w))^2 + hold_weight * sum_{k != i} (r*_k - r~_k(w))^2,
 
@@ -62,7 +62,7 @@ class ClosedLoopConfig:
     """Options of tune_units.closed_loop."""
 
     method: str = "path"  # path: constrained steps along a continuation path (default); lm: one soft Levenberg-Marquardt solve
-    hold_weight: float = 0.0  # weight of the other units' squared drift, relative to unit i's squared error, <= 1 (path: 0 = unit i a constraint; lm used 0.01)
+    hold_weight: float = 0.0  # weight of the other units' squared drift, relative to unit i's squared error, <= 1 (path: 0 = unit i a constraint; lm: try 0.01)
     ridge: float = 0.002  # damping, relative to the mean diagonal of J_s^T J_s
     max_step: float = 2.0  # largest w step of one iteration
     n_iter: int = 36  # steps per render; each costs one forward and one backward pass
