@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import re
 import shutil
 import subprocess
@@ -452,7 +453,9 @@ def test_the_checks_fail_on_a_broken_copy(broken):
 
     _edit(d / "README.md", "5 animal classes", "6 animal classes")
     _edit(d / "docs" / "errors.md", "| `params-missing`", "| `params-gone`")
-    _edit(d / "reports" / "cycle.json", '"class_agreement": 1.0', '"class_agreement": 0.5')
+    cycle = json.loads((d / "reports" / "cycle.json").read_text())
+    cycle["class_agreement"] = 0.5 if cycle["class_agreement"] != 0.5 else 0.25  # whatever the last run measured
+    (d / "reports" / "cycle.json").write_text(json.dumps(cycle, indent=2))
     found = count_problems(d)
     assert any("quotes 6" in p for p in found) and any("errors.md" in p for p in found)
     assert any("results.md" in p for p in found)

@@ -51,20 +51,25 @@ def pinned() -> bool:
     return os.environ.get(UNPIN_VARIABLE, "") in ("", "0")
 
 
-def pin_arithmetic() -> None:
+def pin_arithmetic() -> bool:
     """Hold the CPU maths libraries to AVX2 and a fixed thread count, before they load.
 
     Overrides what the environment says: a pinned run means the same bytes everywhere.
     LINKSTYLE_UNPINNED=1 leaves the environment alone (faster on AVX-512 machines, with
-    bytes of this machine only). Effective only where numpy and torch are not yet loaded;
-    `arithmetic_state` tells afterwards.
+    bytes of this machine only). Returns whether it pinned: where numpy or torch has
+    loaded already (a test process, a notebook) it changes nothing, since half a pin (some
+    libraries read their variables on every call) would change results mid-process;
+    `check_pinned` then names what runs unpinned.
     """
-    if not pinned():
-        return
+    import sys
+
+    if not pinned() or any(m in sys.modules for m in ("numpy", "torch")):
+        return False
     os.environ.update(PINNED_ENVIRONMENT)
     threads = str(cpu_threads())
     for name in THREAD_VARIABLES:
         os.environ[name] = threads
+    return True
 
 
 def arithmetic_state() -> dict:

@@ -8,8 +8,8 @@ This adapter runs PUMP's single-scale matcher (`test_singlescale.SingleScalePUMP
 `core.pixel_desc.PixelDesc` descriptor, PUMP's own defaults, its plain torch code paths
 so no CUDA kernels need compiling) and returns the same `Motion` as the DIS backend:
 
-1. match first -> last; fit the affine to the matches (`motion.fit_affine`, RANSAC);
-2. warp last onto first (`motion.align_last`) and match again;
+1. match first -> last; fit the affine to the matches (`flow.fit_affine`, RANSAC);
+2. warp last onto first (`flow.align_last`) and match again;
 3. densify the second pass's matches into the residual flow: linear interpolation
    inside their convex hull, the mean of the 4 nearest matches outside it (the
    reference's scheme), valid only within `pump_max_gap` px of a match (not scaled:
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from linkstyle.core.errors import UserError
-from linkstyle.measure.motion import Motion, MotionConfig, align_last, finish, fit_affine, inside, pixel_grid
+from linkstyle.measure.flow import Motion, MotionConfig, align_last, finish, fit_affine, inside, pixel_grid
 
 PUMP_URL = "https://github.com/naver/pump"
 DEFAULT_CHECKPOINT = "checkpoints/PUMP-stytrf.pt"

@@ -56,17 +56,36 @@ def test_threads_are_pinned_unless_unpinned(monkeypatch):
         runtime.cpu_threads()
 
 
-def test_pin_overrides_the_environment_and_unpinned_leaves_it(monkeypatch):
-    for k in [*runtime.PINNED_ENVIRONMENT, *runtime.THREAD_VARIABLES]:
-        monkeypatch.setenv(k, "user")
-    monkeypatch.delenv("LINKSTYLE_THREADS", raising=False)
-    monkeypatch.setenv(runtime.UNPIN_VARIABLE, "1")
-    runtime.pin_arithmetic()
-    assert all(runtime.os.environ[k] == "user" for k in runtime.PINNED_ENVIRONMENT)
-    monkeypatch.delenv(runtime.UNPIN_VARIABLE)
-    runtime.pin_arithmetic()
-    assert {k: runtime.os.environ[k] for k in runtime.PINNED_ENVIRONMENT} == runtime.PINNED_ENVIRONMENT
-    assert all(runtime.os.environ[k] == str(runtime.PINNED_THREADS) for k in runtime.THREAD_VARIABLES)
+def _pinned_environment(env: dict) -> dict:
+    """The variables after pin_arithmetic in a fresh process (numpy and torch not loaded)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, os\nfrom linkstyle.core import runtime\npinned = runtime.pin_arithmetic()\n"
+            "print(json.dumps({'pinned': pinned, **{k: os.environ.get(k) for k in "
+            "[*runtime.PINNED_ENVIRONMENT, *runtime.THREAD_VARIABLES]}}))")
+    full = {k: v for k, v in os.environ.items() if k not in ("LINKSTYLE_THREADS", runtime.UNPIN_VARIABLE)}
+    out = subprocess.run([sys.executable, "-c", code], env={**full, **env}, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_pin_overrides_the_environment_and_unpinned_leaves_it():
+    user = {k: "user" for k in [*runtime.PINNED_ENVIRONMENT, *runtime.THREAD_VARIABLES]}
+    got = _pinned_environment(user)
+    assert got.pop("pinned") is True
+    assert got == {**runtime.PINNED_ENVIRONMENT, **{k: str(runtime.PINNED_THREADS) for k in runtime.THREAD_VARIABLES}}
+    got = _pinned_environment({**user, runtime.UNPIN_VARIABLE: "1"})
+    assert got.pop("pinned") is False and set(got.values()) == {"user"}
+
+
+def test_pin_leaves_a_process_alone_whose_libraries_loaded_first(monkeypatch):
+    # This test process loaded numpy and torch already: half a pin would change results mid-run.
+    monkeypatch.delenv(runtime.UNPIN_VARIABLE, raising=False)
+    before = dict(runtime.os.environ)
+    assert runtime.pin_arithmetic() is False
+    assert dict(runtime.os.environ) == before
 
 
 def test_check_pinned_names_a_library_that_loaded_first(monkeypatch):

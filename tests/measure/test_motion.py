@@ -395,3 +395,19 @@ def test_arrow_selection_drops_border_rows_and_short_vectors():
     assert keep[25].sum() > 0 and keep[5].sum() == 0  # only the longest tenth
     valid[25] = False
     assert not arrow_selection(flow, valid, reference_size=RES)[25].any()
+
+
+def test_the_backends_motionconfig_accepts_are_the_ones_motion_loads():
+    from linkstyle.measure.flow import BACKEND_NAMES
+    from linkstyle.measure.motion import BACKENDS
+
+    assert tuple(BACKENDS) == BACKEND_NAMES
+
+
+def test_motion_and_its_pump_backend_do_not_import_each_other():
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "linkstyle" / "measure" / "motion_pump.py"
+    imported = {n.module for n in ast.walk(ast.parse(src.read_text())) if isinstance(n, ast.ImportFrom)}
+    assert "linkstyle.measure.motion" not in imported
