@@ -164,7 +164,9 @@ def test_samples_depend_on_their_key_only():
     rr = np.repeat(r[:3], 4, 0)
     full = sample_w(inn, rr, keys)
     np.testing.assert_allclose(sample_w(inn, rr, keys, batch_size=5), full, rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(sample_w(inn, rr[4:8], keys[4:8]), full[4:8])
+    # Another batch may round differently in the last bit (MKL picks its GEMM split by matrix
+    # size, and with dynamic threads by machine load): the same tolerance as above.
+    np.testing.assert_allclose(sample_w(inn, rr[4:8], keys[4:8]), full[4:8], rtol=0, atol=1e-6)
     np.testing.assert_array_equal(draw_v(keys[5:6], 3)[0], draw_v(keys, 3)[5])
     assert not np.allclose(draw_v(keys[:1], 3), draw_v(keys[1:2], 3))
     # Temperature 0 is the link at v = 0.
