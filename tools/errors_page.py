@@ -15,6 +15,9 @@ from pathlib import Path
 
 import typer
 
+from linkstyle.core import cli
+from linkstyle.core.io import atomic_path
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests" / "test_errors.py"
 
@@ -120,9 +123,10 @@ def main(out: Path = typer.Option(ROOT / "docs" / "errors.md", help="page to wri
             raise typer.Exit(1)
         print(f"{out} is up to date")
         return
-    out.write_text(text)
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
     print(f"wrote {out} ({len(cases())} cases)")
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    cli.run(main)

@@ -18,6 +18,10 @@ from pathlib import Path
 
 import typer
 
+from linkstyle.core import cli
+from linkstyle.core.errors import UserError
+from linkstyle.core.io import atomic_path
+
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("cat", "dog", "rabbit", "deer", "mouse")
 
@@ -375,7 +379,8 @@ def strip_figure(source: Path, units_csv: Path, dest: Path, width: int = 900) ->
     if crop.width > width:
         crop = crop.resize((width, round(crop.height * width / crop.width)), Image.LANCZOS)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    crop.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(dest, optimize=True)
+    with atomic_path(dest) as tmp:
+        crop.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(tmp, format="PNG", optimize=True)
     return units[chosen]
 
 
@@ -395,6 +400,11 @@ def main(reports: Path = typer.Option(ROOT / "reports", help="folder of the pipe
          figure: Path = typer.Option(ROOT / "docs" / "figures" / "unit_strip.png",
                                      help="README figure to write (one unit's render strip)"),
          check: bool = typer.Option(False, help="write nothing; exit 1 if the results page is out of date")):
+    strips = reports / "figures" / "unit_strips.png"
+    for need in (reports / "tuning.json", strips, reports / "units.csv"):
+        if not need.is_file():  # checked before anything is written: no page from a wrong folder
+            raise UserError(f"--reports: {need} is missing; run `dvc repro` first, or point --reports at the "
+                            "pipeline's reports folder")
     text = render(reports)
     if check:
         if not out.is_file() or out.read_text() != text:
@@ -403,10 +413,11 @@ def main(reports: Path = typer.Option(ROOT / "reports", help="folder of the pipe
         print(f"{out} is up to date")
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    unit = strip_figure(reports / "figures" / "unit_strips.png", reports / "units.csv", figure)
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
+    unit = strip_figure(strips, reports / "units.csv", figure)
     print(f"wrote {out} and {figure} (unit {unit})")
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    cli.run(main)
