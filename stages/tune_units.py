@@ -24,7 +24,7 @@ def main(pairs: Path = typer.Option(..., help="pairs HDF5 (stage sample_pairs)")
          params: Path = typer.Option(Path("params.yaml"), help="params file; reads tune_units, cluster and models"),
          mode: Optional[str] = typer.Option(None, help="open_loop or closed_loop; default: tune_units.mode")):
     cfg = cli.section(params, "tune_units", TuningConfig)
-    if mode is not None:  # a second tuning file of the other mode, for compare_tuning
+    if mode is not None:  # stage tune_units_open: the open loop beside the faithful sweep, for compare_tuning
         if mode not in MODES:
             raise UserError(f"--mode: must be one of {', '.join(MODES)}, got {mode!r}")
         cfg = replace(cfg, mode=mode)
@@ -46,7 +46,8 @@ def main(pairs: Path = typer.Option(..., help="pairs HDF5 (stage sample_pairs)")
     tr, off = m["unit_transfer_median"], m["off_target_median"]
     faithful = f"transfer {tr:.3f}, off-target {off:.3f} (medians)" if tr is not None else "no unit changed"
     print(f"tune_units ({cfg.mode}): {m['n_renders']} renders of {m['n_units']} units x {m['n_seeds']} seeds x "
-          f"{m['n_steps']} steps; {m['dead_units']} units constant over the seeds; {faithful} -> {out}")
+          f"{m['n_steps']} steps; {m['dead_units']} units constant over the seeds; {faithful}; "
+          f"{m['unreachable_units']} units unreachable -> {out}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@
   "docs/method.md section N" and "Dn" that a file of the repository cites exists.
 - The counts the docs quote are read from the files they count: the generated pages
   (docs/results.md from reports/, docs/errors.md from tests/test_errors.py) are current, and
-  the README's report sections, classes, parts, units and closed-loop share match their source.
+  the README's report sections, classes, parts and units match their source.
 - README.md has at most 200 lines and a figure in its first 40.
 - No file cites tracker issue numbers, who did the work, temporary paths or paths outside the
   repository.
@@ -332,16 +332,12 @@ def count_problems(root: Path) -> list[str]:
     import json
 
     n_units = json.loads((root / "reports" / "classifier.json").read_text())["n_units"]
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    every = params["tune_units"]["closed_loop"]["units_every"]
-    ordinal = {2: "2nd", 3: "3rd"}.get(every, f"{every}th")
     method = (root / "docs" / "method.md").read_text()
     n_decisions = max(int(n) for n in re.findall(r"^- \*\*D(\d+)\. ", method, re.M))
     quoted = [
         ("README.md", r"(\d+) animal classes", n_classes),
         ("README.md", r"sharing (\d+) parts", n_parts),
         ("README.md", r"with (\d+) units in R", n_units),
-        ("README.md", r"every (\d+(?:st|nd|rd|th)) unit", ordinal),
         ("docs/method.md", r"numbered D1-D(\d+)", n_decisions),
     ]
     for rel, pattern, value in quoted:

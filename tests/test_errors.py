@@ -67,8 +67,8 @@ ARGS = {
     "train_segmenter": "--masks masks --out data/o_seg.pt --metrics reports/o.json --curves reports/o_c.tsv "
                        "--class-means data/class_means.json",
     "tune_units": "--pairs data/pairs.h5 --link data/links/ridge.pt --out data/o_tuning.h5 --metrics reports/o.json",
-    "compare_tuning": "--open-loop data/tuning.h5 --closed-loop data/tuning_closed.h5 --table reports/o.csv "
-                      "--metrics reports/o.json --figure reports/o.png",
+    "compare_tuning": "--open-loop data/tuning_open.h5 --closed-loop data/tuning.h5 --table reports/o.csv "
+                      "--labels reports/o_labels.csv --metrics reports/o.json --figure reports/o.png",
     "quantify_parts": "--tuning data/tuning.h5 --segmenter data/segmenter.pt --measures data/o_m.parquet "
                       "--changes data/o_c.parquet --metrics reports/o.json",
     "quantify_motion": "--tuning data/tuning.h5 --segmenter data/segmenter.pt "
@@ -134,7 +134,8 @@ def project(tmp_path_factory, tiny_gen, tiny_clf) -> Path:
     test = load_pairs(d / "data/pairs.h5", "test", ("r", "label", "seed"))
     r, units = test["r"][:2], np.arange(2)
     tune_units(tiny_gen, tiny_clf, link, r, test["seed"][:2], test["label"][:2], units, r[:, units].min(0),
-               r[:, units].max(0) + 1.0, TuningConfig(n_seeds=2, n_steps=2, device="cpu"), d / "data/tuning.h5",
+               r[:, units].max(0) + 1.0, TuningConfig(n_seeds=2, n_steps=2, device="cpu", mode="open_loop"),
+               d / "data/tuning.h5",
                attrs={**fps, "link_fingerprint": fingerprint(d / "data/links/ridge.pt")}, progress=False)
     _, changes = quantify_tuning(d / "data/tuning.h5", tiny_gen, seg, QuantifyConfig(min_part_area=0.0),
                                  progress=False)
@@ -244,10 +245,10 @@ def edit_h5(rel: str, edit):
     return apply
 
 
-def closed_of_other_seeds(d: Path) -> None:
-    """A closed-loop tuning file of other seeds than the open-loop one."""
-    shutil.copy(d / "data/tuning.h5", d / "data/tuning_closed.h5")
-    edit_h5("data/tuning_closed.h5", lambda f: f["seeds"].__setitem__(0, 12345))(d)
+def open_of_other_seeds(d: Path) -> None:
+    """An open-loop tuning file of other seeds than the faithful sweep."""
+    shutil.copy(d / "data/tuning.h5", d / "data/tuning_open.h5")
+    edit_h5("data/tuning_open.h5", lambda f: f["seeds"].__setitem__(0, 12345))(d)
 
 
 def stale_link(d: Path) -> None:
@@ -299,8 +300,10 @@ CASES = [
      "tune_units.units: unit ids [999]"),
     ("tune-units-mode-bad", "tune_units", set_param("tune_units.mode", "both"),
      "tune_units.mode must be one of open_loop, closed_loop"),
-    ("closed-loop-hold-2", "tune_units", set_param("tune_units.closed_loop.hold_weight", 2.0),
-     "tune_units.closed_loop.hold_weight must be in [0, 1]"),
+    ("tune-units-min-transfer-2", "tune_units", set_param("tune_units.min_transfer", 2.0),
+     "tune_units.min_transfer must be in [0, 1]"),
+    ("closed-loop-tolerance-1", "tune_units", set_param("tune_units.closed_loop.tolerance", 1.0),
+     "tune_units.closed_loop.tolerance must be in [0, 1)"),
     ("closed-loop-units-every-0", "tune_units", set_param("tune_units.closed_loop.units_every", 0),
      "tune_units.closed_loop.units_every must be >= 1"),
     ("compare-strip-seeds-0", "compare_tuning", set_param("compare_tuning.n_strip_seeds", 0), "compare_tuning.n_strip_seeds"),
@@ -341,8 +344,8 @@ CASES = [
     ("tuning-corrupt-middle", "analyze_units", corrupt_middle("data/tuning.h5"), "data/tuning.h5: "),
     ("tuning-before-faithfulness", "analyze_units", edit_h5("data/tuning.h5", lambda f: f.__delitem__("r_tilde_off")),
      "data/tuning.h5: missing 'r_tilde_off'"),
-    ("compare-closed-missing", "compare_tuning", lambda d: None, "data/tuning_closed.h5: not found"),
-    ("compare-other-seeds", "compare_tuning", closed_of_other_seeds, "data/tuning_closed.h5: tunes other seeds than"),
+    ("compare-open-missing", "compare_tuning", lambda d: None, "data/tuning_open.h5: not found"),
+    ("compare-other-seeds", "compare_tuning", open_of_other_seeds, "data/tuning.h5: tunes other seeds than"),
     ("changes-foreign", "analyze_units", foreign("data/changes.parquet"), "data/changes.parquet: not a readable parquet"),
     ("motion-backend-unknown", "quantify_motion", set_param("quantify_motion.motion.backend", "raft"),
      "quantify_motion.motion.backend must be one of"),

@@ -90,7 +90,7 @@ def test_every_stage_ran_and_wrote_its_outputs(repo):
     d = repo["dir"]
     assert _ran(repo["first"]) == _stage_names()
     for path in ("data/world.h5", "data/generator.pt", "data/classifier.pt", "data/pairs.h5", "data/links/ridge.pt",
-                 "data/links/ols.pt", "data/segmenter.pt", "data/tuning.h5", "data/tuning_closed.h5", "data/changes.parquet",
+                 "data/links/ols.pt", "data/segmenter.pt", "data/tuning.h5", "data/tuning_open.h5", "data/changes.parquet",
                  "data/inn.pt", "data/invariances.h5", "reports/figures/invariance_samples.png",
                  "reports/figures/invariant_factors.png",
                  "data/motion.parquet", "reports/units_motion.csv", "reports/figures/motion_fields.png",
@@ -179,14 +179,20 @@ def test_tune_units_same_bytes_in_process_as_on_two_workers(repo, tmp_path):
 
 def test_both_tuning_modes_side_by_side(repo):
     d = repo["dir"]
-    open_, closed = _metrics(d, "tuning.json"), _metrics(d, "tuning_closed.json")
-    assert (open_["mode"], closed["mode"]) == ("open_loop", "closed_loop")
+    open_, closed = _metrics(d, "tuning_open.json"), _metrics(d, "tuning.json")
+    assert (open_["mode"], closed["mode"]) == ("open_loop", "closed_loop"), "the faithful sweep is the default"
     assert closed["unit_transfer_median"] > open_["unit_transfer_median"]
+    assert open_["n_units"] == closed["n_units"]
     modes = pd.read_csv(d / "reports/tuning_modes.csv")
     assert {"transfer_open_loop", "transfer_closed_loop", "off_target_closed_loop"} <= set(modes.columns)
     assert (d / "reports/figures/tuning_modes.png").exists()
+    m = _metrics(d, "tuning_modes.json")
+    changed = pd.read_csv(d / "reports/tuning_label_changes.csv")
+    assert m["label_changes"] == len(changed) and 0 <= m["label_change_fraction"] <= 1
     units = pd.read_csv(d / "reports/units.csv")
-    assert {"transfer", "off_target", "tuning_corr"} <= set(units.columns), "analyze_units carries the faithfulness"
+    assert {"transfer", "off_target", "tuning_corr", "reachable", "unreachable_reason"} <= set(units.columns)
+    assert (units["tuning_mode"] == "closed_loop").all(), "analyze_units reads the faithful sweep"
+    assert units.loc[~units["reachable"], "strongest_part"].isna().all(), "unreachable units get no label"
 
 
 def test_motion_and_counterfactual_outputs(repo):

@@ -53,7 +53,7 @@ def _what(node: ast.AST, src: str) -> str:
         return {
             "retrained_generator": "the generator changed after the segmenter was trained",
             "stale_link": "the pairs changed after the link was fitted",
-            "closed_of_other_seeds": "the closed-loop tuning file tunes other seeds",
+            "open_of_other_seeds": "the open-loop tuning file tunes other seeds",
         }.get(node.id, node.id.replace("_", " "))
     return ""
 

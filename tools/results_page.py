@@ -188,34 +188,52 @@ def units(r: Reports) -> list[str]:
         [f"units whose strongest part is the same for >= {a['consistent_at']:.0%} of seeds",
          _pct(a["consistent_fraction"]), "reported"],
         ["units by strongest part", parts, "reported"],
-        ["median share of the set change that reaches r~ of the render (open loop)", _f(t["unit_transfer_median"]),
-         "see section 6"],
+        [f"median share of the set change that reaches r~ of the render ({t['mode'].replace('_', ' ')}); off-target",
+         f"{_f(t['unit_transfer_median'])}; {_f(t['off_target_median'])}",
+         _bar(t["unit_transfer_median"], 0.5) if t["unit_transfer_median"] is not None else "n/a"],
+        [f"units unreachable, left out of the labels (median transfer below {_f(t.get('min_transfer'), 2)}, "
+         "no gradient, or constant)", _unreachable(t), "reported"],
     ]
     return (["## 5. What single units encode", ""] + _table(["measure", "value", "bar"], rows)
             + ["![The most selective units per part: renders across steps](../reports/figures/unit_strips.png)", "",
                _source("tuning.json", "analysis.json", "quantify.json", "units.csv"), ""])
 
 
+def _unreachable(t: dict) -> str:
+    """The unreachable units of a tuning run, with their reasons ("n/a" for a run from before they were counted)."""
+    if "unreachable_units" not in t:
+        return "n/a"
+    why = ", ".join(f"{reason} {n}" for reason, n in t["unreachable_by_reason"].items() if n)
+    return f"{t['unreachable_units']} of {t['n_units']}" + (f" ({why})" if why else "")
+
+
 def faithfulness(r: Reports) -> list[str]:
     """Does the render carry the set unit?"""
-    o, c, m = r.json("tuning.json"), r.json("tuning_closed.json"), r.json("tuning_modes.json")
-    rows = [[f"open loop (`tune_units`, {o['n_units']} units)",
-             f"{_f(o['unit_transfer_median'])} ({_f(o['unit_transfer_q25'], 2)} to {_f(o['unit_transfer_q75'], 2)})",
-             _pct(o["transfer_above_half_fraction"]), _f(o["off_target_median"]), _f(o["unit_corr_median"], 2)],
-            [f"closed loop (`tune_units_closed`, {c['n_units']} units)",
-             f"{_f(c['unit_transfer_median'])} ({_f(c['unit_transfer_q25'], 2)} to {_f(c['unit_transfer_q75'], 2)})",
-             _pct(c["transfer_above_half_fraction"]), _f(c["off_target_median"]), _f(c["unit_corr_median"], 2)]]
+    o, c, m = r.json("tuning_open.json"), r.json("tuning.json"), r.json("tuning_modes.json")
+    rows = [[f"{x['mode'].replace('_', ' ')} (`{stage}`, {x['n_units']} units)",
+             f"{_f(x['unit_transfer_median'])} ({_f(x['unit_transfer_q25'], 2)} to {_f(x['unit_transfer_q75'], 2)})",
+             _pct(x["transfer_above_half_fraction"]), _f(x["off_target_median"]), _f(x["unit_corr_median"], 2),
+             _unreachable(x)]
+            for x, stage in ((o, "tune_units_open"), (c, "tune_units"))]
     out = ["## 6. Does the render carry the set unit?", "",
            "Medians over (unit, seed). Transfer: the share of the set change that comes back in r~ of the render; "
-           "off-target: how far the other units move, per set change; corr: whether r~ follows the setting.", ""]
-    out += _table(["mode", "transfer (IQR)", "transfer >= 0.5", "off-target", "corr"], rows)
+           "off-target: how far the other units move, per set change; corr: whether r~ follows the setting. "
+           "`tune_units` is the faithful sweep every other section reads; `tune_units_open` the paper's open "
+           "loop through the link, on the same units, seeds and set values.", ""]
+    out += _table(["mode", "transfer (IQR)", "transfer >= 0.5", "off-target", "corr", "unreachable"], rows)
     ol, cl = m["open_loop"], m["closed_loop"]
     out += [f"Side by side on the same {m['n_units']} units (per-unit medians, `compare_tuning`): transfer "
             f"{_f(ol['transfer'])} open vs {_f(cl['transfer'])} closed, off-target {_f(ol['off_target'])} vs "
             f"{_f(cl['off_target'])}; the closed loop has the higher transfer on "
             f"{_pct(m['transfer_higher_closed_loop_fraction'])} of the units and the lower off-target on "
             f"{_pct(m['off_target_lower_closed_loop_fraction'])}.", ""]
-    return out + [_source("tuning.json", "tuning_closed.json", "tuning_modes.json"), ""]
+    if m.get("label_changes") is None:
+        out += [f"Top labels not compared: {m.get('label_note', 'no labels in reports/tuning_modes.json')}.", ""]
+    else:
+        out += [f"The top label (part and measure, from the generator's part maps) differs between the modes on "
+                f"{m['label_changes']} of {m['n_units']} units ({_pct(m['label_change_fraction'])}); "
+                "[reports/tuning_label_changes.csv](../reports/tuning_label_changes.csv) lists them.", ""]
+    return out + [_source("tuning_open.json", "tuning.json", "tuning_modes.json"), ""]
 
 
 def attribution(r: Reports) -> list[str]:

@@ -14,6 +14,12 @@ Motion metrics (`quantify_motion`'s table, same format) are treated like part me
 `metrics` may name them, and `motion_metrics` get a selectivity table of their own
 (`motion_tables`): per unit the (part, motion metric) that moves most, as consistently.
 Whole-image motion (affine translation, rotation, scale, shear) has the one part "image".
+
+Units the sweep could not move (unreachable: dead, no gradient, transfer below the floor;
+`linkstyle.explain.faithfulness.reachability`) have renders that do not show the unit, so
+their changes are left out before anything is computed: they get no label, count in no
+summary, cluster or strip, and keep a row in the unit tables that says why
+(`reachable`, `unreachable_reason`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import pandas as pd
 from linkstyle.analyze.sparsity import label_sparsity
 from linkstyle.core.config import check
 from linkstyle.core.errors import UserError
+from linkstyle.explain.faithfulness import UNREACHABLE_REASONS, read_reachability
 from linkstyle.measure.motion import IMAGE_METRICS, IMAGE_PART, PART_METRICS
 
 MOTION_METRICS = tuple(dict.fromkeys(IMAGE_METRICS + PART_METRICS))  # the metrics read from the motion table
@@ -250,14 +257,18 @@ def _index(tuning, key: str) -> dict[int, int]:
 
 def analyze(changes: pd.DataFrame, tuning, cfg: AnalysisConfig) -> tuple[dict[str, pd.DataFrame], dict]:
     """All of section 6 on one change table; `tuning` is the open tuning HDF5 file or a
-    mapping with arrays units, seeds (and optionally class_names).
+    mapping with arrays units, seeds (and optionally class_names, reachable and
+    unreachable_reason; without them every unit counts as reachable).
 
     Returns (tables, metrics). tables: units (selectivity + tsne_x, tsne_y, cluster,
-    leaf), vectors (units x (metric, part) mean change), sparsity (per unit, metric),
-    sparsity_by_class, class_sparsity (per class, metric), linkage, strips (with the
-    renders' unit_index and seed_index in the tuning file).
+    leaf, reachable, unreachable_reason; unreachable units with no label), vectors (units x
+    (metric, part) mean change), sparsity (per unit, metric), sparsity_by_class,
+    class_sparsity (per class, metric), linkage, strips (with the renders' unit_index and
+    seed_index in the tuning file). Everything but the units table's rows is of the
+    reachable units only.
     """
-    sel = select_changes(changes, cfg)
+    reach = read_reachability(tuning)
+    sel = leave_out_unreachable(select_changes(changes, cfg), reach)
     parts = _parts(sel)
     vectors, table = unit_tables(sel, cfg)
     # As many clusters as parts some unit prefers, so cluster_part_ari compares like with like.
@@ -276,10 +287,48 @@ def analyze(changes: pd.DataFrame, tuning, cfg: AnalysisConfig) -> tuple[dict[st
                         "tuning file; the two come from different runs, recompute the changes from this tuning file")
     strips = strips.astype({"unit_index": np.int64, "seed_index": np.int64})
 
-    tables = {"units": table, "vectors": vectors, "sparsity": sparsity, "sparsity_by_class": by_class,
-              "class_sparsity": class_summary, "strips": strips,
+    tables = {"units": mark_reachability(table, reach), "vectors": vectors, "sparsity": sparsity,
+              "sparsity_by_class": by_class, "class_sparsity": class_summary, "strips": strips,
               "linkage": pd.DataFrame(z, columns=["left", "right", "distance", "size"])}
-    return tables, summarize(tables, cfg, n_seeds=int(sel["seed"].nunique()), parts=parts)
+    return tables, {**summarize(tables, cfg, n_seeds=int(sel["seed"].nunique()), parts=parts),
+                    **unreachable_summary(reach, changes)}
+
+
+def leave_out_unreachable(changes: pd.DataFrame, reach: pd.DataFrame) -> pd.DataFrame:
+    """The change rows of the reachable units (`read_reachability`): an unreachable unit's
+    renders do not show it, so what they change is no finding."""
+    gone = reach.loc[~reach["reachable"], "unit"].to_numpy()
+    kept = changes[~changes["unit"].isin(gone)].reset_index(drop=True)
+    if len(changes) and kept.empty:
+        why = reach.loc[~reach["reachable"], "unreachable_reason"].value_counts().to_dict()
+        raise UserError(f"analysis: every tuned unit is unreachable ({why}), so no unit has a label; "
+                        "check the tuning run's transfer (reports/tuning.json) or lower tune_units.min_transfer")
+    return kept
+
+
+def mark_reachability(table: pd.DataFrame, reach: pd.DataFrame) -> pd.DataFrame:
+    """A unit table with columns reachable and unreachable_reason, and a row (no label) for
+    each unreachable unit, so the table says why that unit has none."""
+    bad = reach[~reach["reachable"]]
+    why = {int(u): str(r) for u, r in zip(bad["unit"], bad["unreachable_reason"])}
+    extra = bad.loc[~bad["unit"].isin(table["unit"]), ["unit"]]
+    out = table.copy()
+    if len(extra):
+        out = pd.concat([out, extra], ignore_index=True)
+        for c in table.columns:  # integer columns (cluster, leaf, n_seeds) stay integers, empty where no label
+            if c != "unit" and pd.api.types.is_integer_dtype(table[c]):
+                out[c] = out[c].astype("Int64")
+    out["reachable"] = ~out["unit"].isin(list(why))
+    out["unreachable_reason"] = [why.get(int(u), "") for u in out["unit"]]
+    return out.sort_values("unit", kind="stable").reset_index(drop=True)
+
+
+def unreachable_summary(reach: pd.DataFrame, changes: pd.DataFrame) -> dict:
+    """How many units were left out of the label statistics, and why (reports/analysis.json)."""
+    gone = reach[~reach["reachable"]]
+    return {"unreachable_units": int(len(gone)),
+            "unreachable_by_reason": {r: int((gone["unreachable_reason"] == r).sum()) for r in UNREACHABLE_REASONS},
+            "unreachable_units_left_out": int(gone["unit"].isin(changes["unit"]).sum())}
 
 
 def summarize(tables: dict[str, pd.DataFrame], cfg: AnalysisConfig, n_seeds: int, parts: list[str]) -> dict:
@@ -362,11 +411,20 @@ def combine(changes: pd.DataFrame, motion: pd.DataFrame, cfg: AnalysisConfig) ->
     return pd.concat(frames, ignore_index=True) if frames else changes
 
 
-def motion_tables(motion: pd.DataFrame, cfg: AnalysisConfig) -> tuple[pd.DataFrame, dict]:
-    """Selectivity table of `cfg.motion_metrics` (the columns of the units table's selectivity part) and its summary."""
+def motion_tables(motion: pd.DataFrame, cfg: AnalysisConfig,
+                  reach: Optional[pd.DataFrame] = None) -> tuple[pd.DataFrame, dict]:
+    """Selectivity table of `cfg.motion_metrics` (the columns of the units table's selectivity part) and its summary.
+
+    `reach` (`read_reachability` of the tuning file): unreachable units are left out and
+    marked, as in `analyze`; None counts every unit as reachable.
+    """
     mcfg = replace(cfg, metrics=cfg.motion_metrics)
     sel = select_changes(motion, mcfg)
+    if reach is not None:
+        sel = leave_out_unreachable(sel, reach)
     _, table = unit_tables(sel, mcfg)
+    if reach is not None:
+        table = mark_reachability(table, reach)
     named = table.dropna(subset=["strongest_part"])
     parts = _parts(sel)
     summary = {

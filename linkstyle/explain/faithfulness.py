@@ -17,6 +17,12 @@ Units whose set change is ~0 (constant over the tuning seeds) have no defined ra
 in the table, left out of the summaries. The arrays come from `tuning.h5`: `values`,
 `r_tilde_unit` (r~_i) and `r_tilde_off` (the off-target norm of every step against
 step 0, computed from float32 r~ when the file was written).
+
+A unit the sweep could not move is *unreachable* (`reachability`): dead (set change ~0),
+no gradient at any seed (closed loop: ||d r~_i / d w|| = 0 at the seed), or a median
+transfer below the floor `tune_units.min_transfer`. Its renders do not show the unit, so
+its label is no finding; tune_units stores the verdict per unit (`reachable`,
+`unreachable_reason`) and analyze_units leaves those units out of the label statistics.
 """
 
 from __future__ import annotations
@@ -105,6 +111,55 @@ def faithfulness_summary(arrays: dict[str, np.ndarray]) -> dict:
     }
 
 
+UNREACHABLE_REASONS = ("dead", "no gradient", "transfer below floor")  # first that applies, in this order
+
+
+def reachability(arrays: dict[str, np.ndarray], seed_gradient: np.ndarray | None = None,
+                 min_transfer: float = 0.1) -> dict[str, np.ndarray]:
+    """Which tuned units the sweep moved: `reachable` [U] bool and `unreachable_reason` [U]
+    (str, "" where reachable), from `faithfulness_arrays`.
+
+    The reason is the first of UNREACHABLE_REASONS that applies: "dead", the set change is
+    ~0 (the unit is constant over the tuning seeds); "no gradient", `seed_gradient` [U, S]
+    (||d r~_i / d w|| at each seed, which the closed loop supplies) is 0 at every seed, so no
+    local step can move the unit; "transfer below floor", the median transfer over the seeds
+    is below `min_transfer`. Without `seed_gradient` (open loop) only the first and the last apply.
+    """
+    live = np.asarray(arrays["live"], dtype=bool)
+    reason = np.full(len(live), "", dtype=object)
+    transfer = _nan_median(np.asarray(arrays["transfer"], dtype=np.float64))  # NaN for dead units
+    # Later rules overwrite earlier ones, so the first reason in UNREACHABLE_REASONS wins.
+    reason[~(transfer >= min_transfer)] = "transfer below floor"  # NaN (no seed measured) counts as below
+    if seed_gradient is not None:
+        g = np.asarray(seed_gradient, dtype=np.float64)
+        if g.shape[0] != len(live) or g.ndim != 2:
+            raise ValueError(f"seed_gradient must be [{len(live)}, seeds], got {g.shape}")
+        reason[(g == 0).all(1)] = "no gradient"
+    reason[~live] = "dead"
+    return {"reachable": reason == "", "unreachable_reason": reason}
+
+
+def reachability_counts(reach: dict[str, np.ndarray]) -> dict:
+    """The metrics tune_units reports: how many units are unreachable, per reason."""
+    reason = np.asarray(reach["unreachable_reason"], dtype=object)
+    return {"unreachable_units": int((~np.asarray(reach["reachable"], dtype=bool)).sum()),
+            "unreachable_by_reason": {r: int((reason == r).sum()) for r in UNREACHABLE_REASONS}}
+
+
+def read_reachability(tuning) -> pd.DataFrame:
+    """unit, reachable, unreachable_reason: one row per unit of a tuning file (open h5py
+    file, or a mapping of arrays). Files written before tune_units stored the verdict count
+    every unit as reachable."""
+    units = np.asarray(tuning["units"][:]).astype(np.int64)
+    if "reachable" in tuning and "unreachable_reason" in tuning:
+        reachable = np.asarray(tuning["reachable"][:], dtype=bool)
+        # h5py gives variable-length strings back as bytes
+        reason = [r.decode("utf-8") if isinstance(r, bytes) else str(r) for r in tuning["unreachable_reason"][:]]
+    else:
+        reachable, reason = np.ones(len(units), dtype=bool), [""] * len(units)
+    return pd.DataFrame({"unit": units, "reachable": reachable, "unreachable_reason": pd.Series(reason, dtype=object)})
+
+
 FAITHFULNESS_DATASETS = ("units", "values", "r_tilde_unit", "r_tilde_off")
 
 
@@ -138,19 +193,21 @@ def faithfulness_table(tuning) -> pd.DataFrame:
 
 def compare_modes(open_h5: str | os.PathLike, closed_h5: str | os.PathLike) -> pd.DataFrame:
     """Both modes side by side, one row per unit of the closed-loop file: `<measure>_<mode>`
-    for transfer, off_target, tuning_corr.
+    for transfer, off_target, tuning_corr and reachable (`read_reachability`).
 
-    The closed loop may tune a subset of the open loop's units (`closed_loop.units_every`);
-    on the units they share, the two files must use the same seeds and set values, or the
-    comparison would be of different things: a one-line error otherwise.
+    The pipeline tunes the same units in both modes; the closed loop may also tune a
+    subset of the open loop's units (`closed_loop.units_every`). On the units they share,
+    the two files must use the same seeds and set values, or the comparison would be of
+    different things: a one-line error otherwise.
     """
     from linkstyle.core.errors import UserError
 
     keys = ("units", "seeds", "values")
-    got = []
+    got, reach = [], []
     for path in (open_h5, closed_h5):
         with h5.open_checked(path, {"": keys}, producer="tune_units") as f:
             got.append({k: f[k][:] for k in keys})
+            reach.append(read_reachability(f))
     pos = {int(u): i for i, u in enumerate(got[0]["units"])}
     missing = [int(u) for u in got[1]["units"] if int(u) not in pos]
     if missing:
@@ -161,14 +218,14 @@ def compare_modes(open_h5: str | os.PathLike, closed_h5: str | os.PathLike) -> p
         if a.shape != b.shape or not np.allclose(a, b, rtol=0, atol=1e-6):
             raise UserError(f"{closed_h5}: tunes other {k} than {open_h5}; run both modes with the same "
                             f"tune_units n_seeds, n_steps and range_source")
-    tables = [faithfulness_table(p) for p in (open_h5, closed_h5)]
+    tables = [faithfulness_table(p).assign(reachable=r["reachable"].to_numpy()) for p, r in zip((open_h5, closed_h5), reach)]
     tables[0] = tables[0].iloc[rows].reset_index(drop=True)
     modes = [str(t["tuning_mode"].iloc[0]) if len(t) else "unknown" for t in tables]
     if modes[0] == modes[1]:  # two runs of one mode (say two settings): tell them apart by position
         modes = [f"{modes[0]}_1", f"{modes[1]}_2"]
     out = tables[1][["unit", "set_change"]].copy()
     for t, mode in zip(tables, modes):
-        for c in ("transfer", "off_target", "tuning_corr"):
+        for c in ("transfer", "off_target", "tuning_corr", "reachable"):
             out[f"{c}_{mode}"] = t[c].to_numpy()
     return out
 
@@ -179,6 +236,8 @@ def summarize_modes(table: pd.DataFrame) -> dict:
     out: dict = {"n_units": int(len(table)), "modes": modes}
     for m in modes:
         out[m] = {k: _median_or_none(table[f"{k}_{m}"]) for k in ("transfer", "off_target", "tuning_corr")}
+        if f"reachable_{m}" in table:
+            out[m]["unreachable_units"] = int((~table[f"reachable_{m}"].astype(bool)).sum())
     if len(modes) == 2:
         both = table.dropna(subset=[f"transfer_{m}" for m in modes] + [f"off_target_{m}" for m in modes])
         a, b = modes

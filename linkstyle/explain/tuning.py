@@ -22,6 +22,9 @@ Output (HDF5, streamed unit block by unit block, renders chunked by unit):
   r_tilde_corr  float32 [U, S, T]         corr(r, r~) over all units
   r_tilde       float16 [U, S, T, R]      r~ itself (half precision: for inspection)
   r_tilde_off   float32 [U, S, T]         || r~_-i(t) - r~_-i(0) ||, other units, from float32 r~
+  reachable     bool    [U]               whether the sweep moved the unit (faithfulness.reachability)
+  unreachable_reason str [U]              why not: "dead", "no gradient", "transfer below floor"; "" if reachable
+  seed_gradient float32 [U, S]            ||d r~_i / d w|| at the seed (closed loop only; 0 = no gradient)
   units, range_min, range_max [U]; seeds, classes [S]; r_base float32 [S, R]
 r of step (u, s, t) is r_base[s] with unit units[u] set to values[u, t]: stored exactly,
 without repeating R for every step. Attribute `mode` says which mode wrote the file; both
@@ -35,6 +38,7 @@ import hashlib
 from dataclasses import dataclass, replace
 from typing import Optional
 
+import h5py
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -48,7 +52,13 @@ from linkstyle.core.runtime import module_device, resolve_device
 from linkstyle.core.stats import rowwise_corr
 from linkstyle.explain.seeds import pick_seeds as _pick_seeds
 from linkstyle.explain.closed_loop import ClosedLoop, ClosedLoopConfig
-from linkstyle.explain.faithfulness import faithfulness_arrays, faithfulness_summary, off_target_norms
+from linkstyle.explain.faithfulness import (
+    faithfulness_arrays,
+    faithfulness_summary,
+    off_target_norms,
+    reachability,
+    reachability_counts,
+)
 from linkstyle.models.registry import ClassifierSpec, GeneratorSpec
 
 MODES = ("open_loop", "closed_loop")
@@ -65,7 +75,8 @@ class TuningConfig:
     range_source: str = "seeds"  # "seeds": [min, max] over the tuning seeds (reference); "train": over train pairs
     batch_size: int = 512  # images per forward pass
     device: str = "auto"
-    mode: str = "open_loop"  # open_loop: the link maps r to w (reference); closed_loop: solve for w (closed_loop.py)
+    mode: str = "closed_loop"  # closed_loop: solve for w (closed_loop.py); open_loop: the link maps r to w (reference)
+    min_transfer: float = 0.1  # a unit whose median transfer over the seeds is below this is unreachable
     closed_loop: ClosedLoopConfig = ClosedLoopConfig()
 
     def __post_init__(self):
@@ -74,6 +85,8 @@ class TuningConfig:
         check(self.range_source in ("seeds", "train"), "range_source", "must be 'seeds' or 'train'")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.mode in MODES, "mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        check(0.0 <= self.min_transfer <= 1.0, "min_transfer", f"must be in [0, 1] (a share of the set change), "
+              f"got {self.min_transfer}")
         check(self.unit_range is None or (len(self.unit_range) == 2 and 0 <= self.unit_range[0] < self.unit_range[1]),
               "unit_range", "must be [start, stop) with 0 <= start < stop")
         check(self.units is None or self.unit_range is None, "units", "and unit_range are exclusive; set one of them")
@@ -139,9 +152,11 @@ class _Tuner:
             flat = r.reshape(-1, R)
             if not self.closed:
                 w = self.link(flat).to(gen.device)
+        extra = {}
         if self.closed:
-            seed_of = np.tile(np.repeat(np.arange(S), T), n)
-            w = self.solver.solve(seed_of, np.repeat(u, S * T), flat.clone())
+            seed_of, unit_of = np.tile(np.arange(S), n), np.repeat(u, S)  # (unit, seed) rows
+            w = self.solver.solve(seed_of, unit_of, np.repeat(self.values[a : a + n], S, 0)).reshape(n * S * T, -1)
+            extra["seed_gradient"] = self.solver.seed_gradient(seed_of, unit_of).reshape(n, S)
         with torch.inference_mode():
             img, parts = gen.render(w, self.cfg.batch_size)
             r_t, _ = self.clf.represent(img, batch_size=self.cfg.batch_size)
@@ -158,6 +173,7 @@ class _Tuner:
         }
         if parts is not None:
             out["parts_gt"] = parts.cpu().numpy().reshape(n, S, T, res, res)
+        out.update(extra)
         return out
 
 
@@ -171,7 +187,7 @@ def _write_tuning(path, gen, units, seeds, classes, lo, hi, values, r_base, cfg:
                   results) -> dict:
     """Create the tuning file and stream the blocks of `results` into it, in order."""
     S, T, R = len(seeds), cfg.n_steps, r_base.shape[1]
-    unit_t_all, off_all = [], []
+    unit_t_all, off_all, grad_all = [], [], []
     with h5.create(path) as f:
         recorded = to_dict(cfg)
         if cfg.mode != "closed_loop":  # the closed loop's options do not touch an open-loop sweep
@@ -205,13 +221,26 @@ def _write_tuning(path, gen, units, seeds, classes, lo, hi, values, r_base, cfg:
                 d[a : a + n] = out[name]
             unit_t_all.append(out["r_tilde_unit"])
             off_all.append(out["r_tilde_off"])
+            if "seed_gradient" in out:  # the closed loop's solver supplies it; the open loop has no gradient to report
+                grad_all.append(np.asarray(out["seed_gradient"], dtype=np.float32))
             a += n
-    arrays = faithfulness_arrays(np.concatenate(unit_t_all), np.concatenate(off_all), values)
+        arrays = faithfulness_arrays(np.concatenate(unit_t_all), np.concatenate(off_all), values)
+        if grad_all and len(grad_all) != len(unit_t_all):
+            raise ValueError("seed_gradient came with some blocks of the sweep only")
+        grad = np.concatenate(grad_all) if grad_all else None
+        reach = reachability(arrays, grad, cfg.min_transfer)
+        f.create_dataset("reachable", data=reach["reachable"], track_times=False)
+        f.create_dataset("unreachable_reason", data=reach["unreachable_reason"], dtype=h5py.string_dtype("utf-8"),
+                         track_times=False)
+        if grad is not None:
+            f.create_dataset("seed_gradient", data=grad, track_times=False)
     return {
         "mode": cfg.mode,
         "n_units": int(len(units)), "n_seeds": int(S), "n_steps": int(T), "n_renders": int(len(units) * S * T),
         "dead_units": int((hi - lo <= 1e-6).sum()),
         **faithfulness_summary(arrays),
+        "min_transfer": cfg.min_transfer,
+        **reachability_counts(reach),
     }
 
 

@@ -207,6 +207,37 @@ def quantify_tuning(tuning_path, gen, segmenter, cfg: QuantifyConfig, progress: 
     return _gather(_in_process(tuning_path, gen, segmenter, cfg, blocks, sizes, progress), T, cfg)
 
 
+def ground_truth_changes(tuning_path, cfg: QuantifyConfig, progress: bool = False) -> pd.DataFrame | None:
+    """The changes of source ground_truth alone: a tuning file's renders measured on its own
+    part maps (`parts_gt`), as `quantify_tuning` measures them, with no model to load; None
+    where the file has no part maps (a generator that draws none).
+
+    Only the first and the last step are measured: the changes and the small-part filter
+    read no other, so the rows equal the ground-truth rows of `quantify_tuning`'s changes.
+    """
+    need = {"": ("renders", "units", "seeds", "classes")}
+    blocks = []
+    with h5.open_checked(tuning_path, need, producer="tune_units") as f:
+        names = tuple(str(n) for n in h5.get_attr(f, "part_names", []) or [])
+        if "parts_gt" not in f or not names:
+            return None
+        units, seeds, classes = f["units"][:], f["seeds"][:], f["classes"][:]
+        U, S, T = f["renders"].shape[:3]
+        ends = [0, T - 1]
+        with tqdm(total=U * S * 2, desc="ground-truth changes", unit="img", disable=not progress) as bar:
+            for a in range(0, U, cfg.units_per_block):
+                b = min(U, a + cfg.units_per_block)
+                n = (b - a) * S * 2
+                images = f["renders"][a:b][:, :, ends].reshape(n, *f["renders"].shape[3:])
+                masks = f["parts_gt"][a:b][:, :, ends].reshape(n, *f["parts_gt"].shape[3:])
+                keys = _block_keys(units, seeds, classes, a, b, T)
+                keys = keys[keys["step"].isin(ends)].reset_index(drop=True)
+                meas, ch = _block_tables(images, masks, keys, names, cfg, T)
+                blocks.append([(meas.assign(source="ground_truth"), ch.assign(source="ground_truth"))])
+                bar.update(n)
+    return _gather(blocks, T, cfg)[1]
+
+
 def quantify_tuning_to(tuning_path, gen, segmenter, cfg: QuantifyConfig, measures_path, changes_path,
                        progress: bool = True) -> dict:
     """`quantify_tuning` streamed to the two parquet files (`write_quantified`); returns the summary."""

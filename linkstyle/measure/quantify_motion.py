@@ -471,7 +471,7 @@ def field_panels(tuning_path: str | os.PathLike, table: pd.DataFrame, units: pd.
                  motion: MotionConfig, n_units: int) -> dict:
     """The pairs the vector-field figure shows, with their motion.
 
-    The `n_units` most selective units of `units` (an analyze_units table), each
+    The `n_units` most selective reachable units of `units` (an analyze_units table), each
     with its typical seed: the one at the median of the residual motion in the unit's
     strongest part (whole image where the part is missing; the largest picked the pairs
     whose renders changed most, where the flow is least reliable), re-estimated exactly
@@ -479,6 +479,8 @@ def field_panels(tuning_path: str | os.PathLike, table: pd.DataFrame, units: pd.
     """
     src = "segmenter" if (table["source"] == "segmenter").any() else "ground_truth"
     motion_rows = table[(table["source"] == src) & (table["metric"] == "motion")]
+    if "reachable" in units:  # an unreachable unit's renders do not show it: nothing to show of its motion
+        units = units[units["reachable"].astype(bool)]
     with h5.open_checked(tuning_path, {"": TUNING_FIELDS}, producer="tune_units") as f:
         tuned = {int(u): i for i, u in enumerate(f["units"][:])}
         seeds, classes = f["seeds"][:], f["classes"][:]

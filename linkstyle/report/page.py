@@ -173,6 +173,15 @@ def _link(res: Results) -> Section:
                             "and colours; fine texture may differ."),))
 
 
+def _opt(x, digits: int = 3) -> str:
+    """A number that may be missing (null in the metrics: nothing to measure)."""
+    return "-" if x is None else _f(x, digits)
+
+
+def _label(part, metric) -> str:
+    return f"{part} {metric}" if isinstance(part, str) and isinstance(metric, str) else "none"
+
+
 def _units(res: Results) -> Section:
     t, a = res.json("tuning.json"), res.json("analysis.json")
     table = pd.read_csv(res.path("units.csv"))
@@ -180,22 +189,44 @@ def _units(res: Results) -> Section:
     if not need <= set(table.columns):
         raise UserError(f"{res.root / 'units.csv'}: lacks columns {sorted(need - set(table.columns))}; "
                         "rerun analyze_units")
-    table = table.sort_values(["selectivity", "unit"], ascending=[False, True], kind="stable")
-    rows = [(str(int(r.unit)), r.strongest_part, r.metric, _f(r.selectivity, 2), _f(r.consistency, 2),
-             str(int(r.cluster))) for r in table.itertuples()]
+    if "reachable" not in table:  # written before units could be unreachable
+        table = table.assign(reachable=True, unreachable_reason="")
+    table = table.assign(gone=~table["reachable"].astype(bool))
+    table = table.sort_values(["gone", "selectivity", "unit"], ascending=[True, False, True], kind="stable",
+                              na_position="last")
+    rows = []
+    for r in table.itertuples():
+        if r.gone:  # no label: the renders do not show the unit
+            rows.append((str(int(r.unit)), "unreachable", str(r.unreachable_reason), "-", "-", "-"))
+        else:
+            rows.append((str(int(r.unit)), r.strongest_part if isinstance(r.strongest_part, str) else "none",
+                         r.metric if isinstance(r.metric, str) else "-", _f(r.selectivity, 2), _f(r.consistency, 2),
+                         "-" if pd.isna(r.cluster) else str(int(r.cluster))))
+    closed = t.get("mode", "open_loop") == "closed_loop"
+    how = ("w is solved through the generator and the classifier so that the render carries the set value "
+           "(closed loop, the faithful sweep)" if closed else
+           "the link maps each edited r to w (open loop, the paper's method)")
+    floor = t.get("min_transfer")
+    n_out = t.get("unreachable_units", 0)
+    why = ", ".join(f"{n} {k}" for k, n in t.get("unreachable_by_reason", {}).items() if n) or "every unit moved"
     return Section(
         "units", "What single units encode",
-        "Each unit of R is set from its low to its high value while the others stay, the link renders "
-        "each step, and the segmenter measures what changed per part. A unit's label is the part and "
-        "measure that changed most consistently across seeds.",
+        f"Each unit of R is set from its low to its high value while the others stay, {how}, the generator "
+        "renders each step, and the segmenter measures what changed per part. A unit's label is the part and "
+        "measure that changed most consistently across seeds. A unit the sweep could not move (constant over "
+        "the seeds, no gradient at any seed, or a median transfer below "
+        f"{'the floor' if floor is None else _f(floor, 2)}) is unreachable: its renders do not show it, so it "
+        "gets no label and counts in no statistic below.",
         numbers=(
-            Number("units tuned", str(t["n_units"]), f"{t['n_seeds']} seeds x {t['n_steps']} steps"),
-            Number("consistent units", _pct(a["consistent_fraction"]),
-                   f"same direction in >= {_pct(a['consistent_at'])} of seeds"),
+            Number("units tuned", str(t["n_units"]),
+                   f"{t['n_seeds']} seeds x {t['n_steps']} steps, {t.get('mode', 'open_loop').replace('_', ' ')}"),
+            Number("transfer to the re-encoded r", _opt(t["unit_transfer_median"]),
+                   f"median share of the set change that reaches r~; off-target {_opt(t.get('off_target_median'), 2)}"),
+            Number("unreachable units", str(n_out), why),
+            Number("consistent units", "-" if a["consistent_fraction"] is None else _pct(a["consistent_fraction"]),
+                   f"of the labelled units, same direction in >= {_pct(a['consistent_at'])} of seeds"),
             Number("clusters of units", str(a["n_clusters"]),
-                   f"ARI with the labelled parts {_f(a['cluster_part_ari'])}"),
-            Number("transfer to the re-encoded r", _f(t["unit_transfer_median"]),
-                   "median change of the unit in r~ over its set change"),
+                   f"ARI with the labelled parts {_opt(a['cluster_part_ari'])}"),
         ),
         figures=(
             res.figure("figures/unit_strips.png",
@@ -208,7 +239,8 @@ def _units(res: Results) -> Section:
             res.figure("figures/clusters.png", "Ward clusters of the change profiles, as a heat map."),
         ),
         tables=(Table(("unit", "part", "measure", "selectivity", "consistency", "cluster"), rows,
-                      caption="Every unit, most selective first. Type a unit id in the box on the left to jump to it.",
+                      caption="Every unit, most selective first, unreachable units last (with the reason). Type a "
+                              "unit id in the box on the left to jump to it.",
                       row_ids=[f"unit-{r[0]}" for r in rows], searchable=True),))
 
 
@@ -242,21 +274,41 @@ def _invariances(res: Results) -> Section:
 def _faithfulness(res: Results) -> Section:
     m = res.json("tuning_modes.json")
     o, c = m["open_loop"], m["closed_loop"]
+    changed = pd.read_csv(res.path("tuning_label_changes.csv"))
+    rows = [(str(int(r["unit"])), _label(r["strongest_part_open_loop"], r["metric_open_loop"]),
+             _label(r["strongest_part_closed_loop"], r["metric_closed_loop"]),
+             _opt(None if pd.isna(r["transfer_open_loop"]) else r["transfer_open_loop"], 2),
+             _opt(None if pd.isna(r["transfer_closed_loop"]) else r["transfer_closed_loop"], 2))
+            for r in changed.to_dict("records")] if len(changed) else []
+    if m.get("label_changes") is None:
+        moved = Number("top label differs", "-", m.get("label_note", "labels not compared"))
+    else:
+        moved = Number("top label differs", f"{m['label_changes']} units",
+                       f"{_pct(m['label_change_fraction'] or 0.0)} of the units compared; labels from the "
+                       "generator's part maps")
+    unreachable = " / ".join(str(x.get("unreachable_units", "-")) for x in (o, c))
     return Section(
         "faithfulness", "Does the render carry the set unit?",
         "Setting a unit and rendering through the link changes the image, but does the classifier see "
         "the change in that unit? Transfer is the share of the set change that comes back when the "
-        "render is re-encoded; off-target is how much the other units move with it. The closed loop "
-        "solves for w through the generator and classifier instead of trusting the link.",
+        "render is re-encoded; off-target is how much the other units move with it. The open loop (the "
+        "paper's method) trusts the link; the closed loop, the sweep every other section reads, solves for "
+        "w through the generator and classifier. Both tune the same units, seeds and set values, so a "
+        "unit's label can be compared across the two.",
         numbers=(
-            Number("transfer, open loop (link)", _f(o["transfer"]), f"off-target {_f(o['off_target'], 2)}"),
-            Number("transfer, closed loop", _f(c["transfer"]), f"off-target {_f(c['off_target'], 2)}"),
+            Number("transfer, open loop (link)", _opt(o["transfer"]), f"off-target {_opt(o['off_target'], 2)}"),
+            Number("transfer, closed loop", _opt(c["transfer"]), f"off-target {_opt(c['off_target'], 2)}"),
             Number("units compared", str(m["n_units"]),
-                   f"closed loop higher transfer on {_pct(m['transfer_higher_closed_loop_fraction'])}"),
+                   f"closed loop higher transfer on {_pct(m['transfer_higher_closed_loop_fraction'])}; "
+                   f"unreachable open / closed: {unreachable}"),
+            moved,
         ),
         figures=(res.figure("figures/tuning_modes.png",
                             "Per unit, transfer and off-target of both modes, then render strips of both, row "
-                            "under row: the closed loop's renders change what the unit responds to."),))
+                            "under row: the closed loop's renders change what the unit responds to."),),
+        tables=(Table(("unit", "label, open loop", "label, closed loop", "transfer, open", "transfer, closed"), rows,
+                      caption="The units whose top label (part and measure) differs between the modes."),)
+        if rows else ())
 
 
 def _attribution(res: Results) -> Section:
@@ -350,7 +402,8 @@ SECTIONS: tuple[SectionSpec, ...] = (
                                 "figures/invariant_factors.png"), _invariances),
     SectionSpec("units", ("tuning.json", "analysis.json", "units.csv", "figures/unit_strips.png",
                           "figures/sparsity.png", "figures/tsne.png", "figures/clusters.png"), _units),
-    SectionSpec("faithfulness", ("tuning_modes.json", "figures/tuning_modes.png"), _faithfulness),
+    SectionSpec("faithfulness", ("tuning_modes.json", "tuning_label_changes.csv", "figures/tuning_modes.png"),
+                _faithfulness),
     SectionSpec("attribution", ("attribution.json", "figures/attribution_grid.png", "figures/attribution_scores.png",
                                 "figures/attribution_sanity.png"), _attribution),
     SectionSpec("motion", ("motion.json", "figures/motion_fields.png"), _motion),

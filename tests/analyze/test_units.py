@@ -320,3 +320,70 @@ def test_stage_missing_changes_is_a_one_line_error(tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith("error:") and len(out.stderr.strip().splitlines()) == 1
     assert "changes.parquet" in out.stderr and "dvc repro quantify_parts" in out.stderr
+
+
+def test_unreachable_units_are_left_out_of_every_label_statistic():
+    df, units = head_legs_units()  # units 10-13 change the head's area, 20-23 the legs' luminance
+    reachable = np.array([u not in (10, 20, 21) for u in units])
+    reason = np.array(["" if ok else "transfer below floor" for ok in reachable], dtype=object)
+    reason[units.index(10)] = "dead"
+    tuning = {**tuning_arrays(units), "reachable": reachable, "unreachable_reason": reason}
+    cfg = AnalysisConfig(n_top_units=1, n_strip_seeds=2)
+    tables, metrics = analyze(df, tuning, cfg)
+    t = tables["units"].set_index("unit")
+    assert len(t) == len(units), "every unit keeps its row"
+    assert t.loc[[10, 20, 21], "strongest_part"].isna().all() and t.loc[[10, 20, 21], "metric"].isna().all()
+    assert not t.loc[[10, 20, 21], "reachable"].any() and t.loc[[11, 12, 13, 22, 23], "reachable"].all()
+    assert list(t.loc[[10, 20, 11], "unreachable_reason"]) == ["dead", "transfer below floor", ""]
+    assert t.loc[[10, 20, 21], ["cluster", "tsne_x", "selectivity"]].isna().all().all()
+    assert metrics["units_per_part"] == {"background": 0, "head": 3, "legs": 2}, "only the reachable units count"
+    assert metrics["n_units_with_change"] == 5 and metrics["n_clusters"] == 2
+    assert metrics["unreachable_units"] == metrics["unreachable_units_left_out"] == 3
+    assert metrics["unreachable_by_reason"] == {"dead": 1, "no gradient": 0, "transfer below floor": 2}
+    assert not {10, 20, 21} & set(tables["vectors"].index) and not {10, 20, 21} & set(tables["sparsity"]["unit"])
+    assert not {10, 20, 21} & set(tables["strips"]["unit"]) and not {10, 20, 21} & set(metrics["strip_units"])
+    # Integer columns stay integers where a label exists.
+    assert str(t["cluster"].dtype) == "Int64"
+    # The same without the verdict (a tuning file from before it): every unit reachable, as before.
+    tables, old = analyze(df, tuning_arrays(units), cfg)
+    assert tables["units"]["reachable"].all() and (tables["units"]["unreachable_reason"] == "").all()
+    assert old["unreachable_units"] == 0 and old["units_per_part"] == {"background": 0, "head": 4, "legs": 4}
+
+
+def test_unreachable_units_are_left_out_of_the_motion_table(tmp_path):
+    df, units = head_legs_units()
+    motion_units(units).to_parquet(tmp_path / "motion.parquet", index=False)
+    cfg = AnalysisConfig(motion_metrics=("motion", "shift_x", "rotation", "scale"))
+    reach = pd.DataFrame({"unit": units, "reachable": [u != 20 for u in units],
+                          "unreachable_reason": ["no gradient" if u == 20 else "" for u in units]})
+    table, summary = motion_tables(read_motion(tmp_path / "motion.parquet", cfg), cfg, reach)
+    row = table.set_index("unit").loc[20]
+    assert pd.isna(row["strongest_part"]) and not row["reachable"] and row["unreachable_reason"] == "no gradient"
+    assert summary["units_per_metric"]["rotation"] == 3 and summary["n_units_with_change"] == 7
+
+
+def test_stage_marks_unreachable_units_from_the_tuning_file(tmp_path, monkeypatch, capsys):
+    write_inputs(tmp_path)
+    with h5py.File(tmp_path / "data" / "tuning.h5", "a") as f:
+        n = len(f["units"])
+        f["reachable"] = np.arange(n) != 0  # the first unit, 10, could not be moved
+        f.create_dataset("unreachable_reason", data=np.array(["transfer below floor"] + [""] * (n - 1), dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
+    monkeypatch.chdir(tmp_path)
+    load_stage().main(**ARGS)
+    assert "1 unreachable" in capsys.readouterr().out
+    units = pd.read_csv("reports/units.csv").set_index("unit")
+    assert not units.loc[10, "reachable"] and units.loc[10, "unreachable_reason"] == "transfer below floor"
+    assert pd.isna(units.loc[10, "strongest_part"]) and units.drop(index=10)["reachable"].all()
+    assert units.loc[10, "transfer"] == 0.5, "the faithfulness columns still describe the unit"
+    m = json.loads(Path("reports/analysis.json").read_text())
+    assert m["unreachable_units"] == 1 and m["units_per_part"]["head"] == 3
+    assert pd.read_csv("reports/units_motion.csv").set_index("unit").loc[10, "reachable"] == False  # noqa: E712
+
+
+def test_every_unit_unreachable_is_a_one_line_error():
+    df, units = head_legs_units()
+    tuning = {**tuning_arrays(units), "reachable": np.zeros(len(units), bool),
+              "unreachable_reason": np.array(["transfer below floor"] * len(units), dtype=object)}
+    with pytest.raises(UserError, match="every tuned unit is unreachable.*tune_units.min_transfer"):
+        analyze(df, tuning, AnalysisConfig())

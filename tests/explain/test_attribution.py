@@ -280,7 +280,8 @@ def project(tmp_path_factory, tiny_gen, tiny_clf) -> Path:
     test = load_pairs(d / "data/pairs.h5", "test", ("r", "label", "seed"))
     r, units = test["r"][:3], np.arange(6)
     tune_units(tiny_gen, tiny_clf, link, r, test["seed"][:3], test["label"][:3], units, r[:, units].min(0),
-               r[:, units].max(0) + 1.0, TuningConfig(n_seeds=3, n_steps=2, device="cpu"), d / "data/tuning.h5",
+               r[:, units].max(0) + 1.0, TuningConfig(n_seeds=3, n_steps=2, device="cpu", mode="open_loop"),
+               d / "data/tuning.h5",
                attrs={**fps, "pairs_fingerprint": fingerprint(d / "data/pairs.h5"),
                       "link_fingerprint": fingerprint(d / "data/links/ridge.pt")}, progress=False)
     pd.DataFrame({"unit": units, "strongest_part": ["body", "head", "body", "eyes", "head", "legs"],
@@ -375,7 +376,8 @@ def partless_project(tmp_path_factory) -> Path:
     test = load_pairs(d / "data/pairs.h5", "test", ("r", "label", "seed"))
     r, units = test["r"][:2], np.arange(4)
     tune_units(gen, clf, link, r, test["seed"][:2], test["label"][:2], units, r[:, units].min(0),
-               r[:, units].max(0) + 1.0, TuningConfig(n_seeds=2, n_steps=2, device="cpu"), d / "data/tuning.h5",
+               r[:, units].max(0) + 1.0, TuningConfig(n_seeds=2, n_steps=2, device="cpu", mode="open_loop"),
+               d / "data/tuning.h5",
                attrs={**fps, "pairs_fingerprint": fingerprint(d / "data/pairs.h5"),
                       "link_fingerprint": fingerprint(d / "data/links/ridge.pt")}, progress=False)
     # the segmenter: "bright" where the render's red channel is above zero

@@ -125,36 +125,37 @@ def test_seed_jacobian_matches_finite_differences(toy):
 
 def test_closed_loop_reaches_the_set_value_and_holds_the_others(toy):
     gen, clf, w, r = toy
-    solver = ClosedLoop(gen, clf, w, ClosedLoopConfig(method="lm", hold_weight=1.0, ridge=1e-4, n_iter=30, max_step=1.0))
+    solver = ClosedLoop(gen, clf, w, ClosedLoopConfig(walk_steps=20, polish_steps=10, tolerance=0.0, ridge=1e-3, max_step=0.1))
     seed, unit = np.array([0, 1, 2, 0]), np.array([1, 3, 0, 2])
-    target = torch.as_tensor(r[seed]).clone()
-    target[torch.arange(4), torch.as_tensor(unit)] += torch.tensor([0.3, -0.2, 0.25, 0.15])
-    w_new = solver.solve(seed, unit, target)
-    r_new, _ = clf.represent(gen.synthesize(w_new))
+    change = np.array([0.3, -0.2, 0.25, 0.15])
+    values = r[seed, unit][:, None] + np.array([-0.1, 0.0, 1.0])[None] * change[:, None]  # [4, 3]
+    w_new = solver.solve(seed, unit, values)  # [4, 3, D]
+    r_new, _ = clf.represent(gen.synthesize(w_new.reshape(12, -1)))
+    target = np.repeat(r[seed][:, None], 3, 1)
+    target[np.arange(4), :, unit] = values
     # 6 dims of w against 4 units: the edited r is reachable exactly, so it is reached.
-    np.testing.assert_allclose(r_new.numpy(), target.numpy(), atol=2e-3)
-    # an unchanged target keeps the seed's own w
-    same = solver.solve(np.array([1]), np.array([2]), torch.as_tensor(r[1:2]))
-    np.testing.assert_allclose(same.numpy(), w[1:2], atol=1e-6)
+    np.testing.assert_allclose(r_new.numpy().reshape(4, 3, -1), target, atol=2e-3)
+    # a set value at the seed's own value keeps the seed's w
+    np.testing.assert_allclose(w_new[:, 1].numpy(), w[seed], atol=1e-6)
 
 
 def test_closed_loop_config_errors():
-    with pytest.raises(UserError, match="hold_weight must be in \\[0, 1\\]"):
-        ClosedLoopConfig(hold_weight=-1.0)
-    with pytest.raises(UserError, match="hold_weight"):
-        ClosedLoopConfig(hold_weight=2.0)
-    with pytest.raises(UserError, match="n_iter"):
-        ClosedLoopConfig(n_iter=0)
+    with pytest.raises(UserError, match="tolerance must be in \\[0, 1\\)"):
+        ClosedLoopConfig(tolerance=-1.0)
+    with pytest.raises(UserError, match="max_step"):
+        ClosedLoopConfig(max_step=0.0)
+    with pytest.raises(UserError, match="walk_steps"):
+        ClosedLoopConfig(walk_steps=0)
     with pytest.raises(UserError, match="mode must be one of open_loop, closed_loop"):
         TuningConfig(mode="both")
 
 
-def _tune(gen, clf, r_base, w_base, path, mode, batch_size, link=None, units=(0, 2), n_iter=20, **closed):
+def _tune(gen, clf, r_base, w_base, path, mode, batch_size, link=None, units=(0, 2), walk_steps=20, **closed):
     units = np.asarray(units)
     lo, hi = r_base[:, units].min(0), r_base[:, units].max(0)
-    closed = {"method": "lm", "hold_weight": 0.1, "max_step": 4.0, "ridge": 0.01, **closed}
+    closed = {"polish_steps": 10, "tolerance": 0.0, "max_step": 0.3, "ridge": 0.01, **closed}
     cfg = TuningConfig(n_seeds=len(r_base), n_steps=3, batch_size=batch_size, device="cpu", mode=mode,
-                       closed_loop=ClosedLoopConfig(n_iter=n_iter, **closed))
+                       closed_loop=ClosedLoopConfig(walk_steps=walk_steps, **closed))
     return tune_units(gen, clf, link, r_base, np.arange(len(r_base)) + 100, np.arange(len(r_base)) % gen.n_classes,
                       units, lo, hi, cfg, path, attrs={}, progress=False, w_base=w_base)
 
@@ -175,8 +176,10 @@ def test_tune_units_closed_loop_is_faithful_deterministic_and_batch_independent(
     _tune(gen, clf, r, w, tmp_path / "c3.h5", "closed_loop", 5)  # blocks of one unit, solved 5 renders at a time
     with h5py.File(tmp_path / "c2.h5") as f2, h5py.File(tmp_path / "c3.h5") as f3:
         assert np.array_equal(f2["w"][:], w1), "same params, same w"
-        np.testing.assert_allclose(f3["w"][:], w1, atol=1e-4)
+        # 6 dims of w, 4 units: w has directions r~ does not see, along which float rounding of
+        # other batch shapes may drift (0.1 here); what the classifier sees agrees.
         np.testing.assert_allclose(f3["r_tilde_unit"][:], f2["r_tilde_unit"][:], atol=1e-4)
+        np.testing.assert_allclose(f3["r_tilde"][:].astype(np.float32), f2["r_tilde"][:].astype(np.float32), atol=2e-3)
     t = compare_modes(tmp_path / "o.h5", tmp_path / "c.h5")
     assert (t["transfer_closed_loop"] > t["transfer_open_loop"]).all()
 
@@ -196,9 +199,10 @@ def test_closed_loop_on_the_default_architectures_beats_the_link(tiny_gen, tiny_
     units = np.argsort(-r.std(0))[:2]  # units that vary over the seeds: a set change to make
     link = LinearLink.from_numpy(np.random.default_rng(0).normal(size=(16, 16)) * 0.3, np.zeros(16))
     m_open = _tune(tiny_gen, tiny_clf, r, w, tmp_path / "o.h5", "open_loop", 512, link=link, units=units)
-    m = _tune(tiny_gen, tiny_clf, r, w, tmp_path / "c.h5", "closed_loop", 512, units=units, n_iter=6)
+    budget = dict(units=units, walk_steps=4, polish_steps=2, max_step=3.0, ridge=0.01, tolerance=0.05)  # as params.yaml, shorter
+    m = _tune(tiny_gen, tiny_clf, r, w, tmp_path / "c.h5", "closed_loop", 512, **budget)
     assert m["unit_transfer_median"] > max(0.3, m_open["unit_transfer_median"])
-    _tune(tiny_gen, tiny_clf, r, w, tmp_path / "c7.h5", "closed_loop", 7, units=units, n_iter=6)
+    _tune(tiny_gen, tiny_clf, r, w, tmp_path / "c7.h5", "closed_loop", 7, **budget)
     with h5py.File(tmp_path / "c.h5") as a, h5py.File(tmp_path / "c7.h5") as b:
         assert np.abs(a["renders"][:].astype(int) - b["renders"][:]).max() <= 1, "renders do not depend on the batch size"
     t = compare_modes(tmp_path / "o.h5", tmp_path / "c.h5")

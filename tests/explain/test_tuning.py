@@ -26,7 +26,7 @@ def _run(tiny_gen, tiny_clf, link, path, batch_size):
     r_base = rng.uniform(0, 1, size=(4, tiny_clf.n_units)).astype(np.float32)
     units = np.array([2, 5, 11])
     lo, hi = r_base[:, units].min(0), r_base[:, units].max(0)
-    cfg = TuningConfig(n_seeds=4, n_steps=3, batch_size=batch_size, device="cpu")
+    cfg = TuningConfig(n_seeds=4, n_steps=3, batch_size=batch_size, device="cpu", mode="open_loop")
     m = tune_units(tiny_gen, tiny_clf, link, r_base, np.arange(4) + 100, np.arange(4) % 5, units, lo, hi, cfg,
                    path, attrs={}, progress=False)
     return m, r_base, units, lo, hi
@@ -58,7 +58,7 @@ def test_unit_selection_and_errors():
     assert resolve_units(TuningConfig(unit_range=(1, 3)), 4).tolist() == [1, 2]
     every = ClosedLoopConfig(units_every=3)
     assert resolve_units(TuningConfig(mode="closed_loop", closed_loop=every), 8).tolist() == [0, 3, 6]
-    assert resolve_units(TuningConfig(closed_loop=every), 4).tolist() == [0, 1, 2, 3], "open loop tunes every unit"
+    assert resolve_units(TuningConfig(mode="open_loop", closed_loop=every), 4).tolist() == [0, 1, 2, 3], "open loop tunes every unit"
     assert resolve_units(TuningConfig(mode="closed_loop", unit_range=(2, 8), closed_loop=every), 8).tolist() == [2, 5]
     with pytest.raises(UserError, match="tune_units.units: unit ids \\[9\\] out of range"):
         resolve_units(TuningConfig(units=(1, 9)), 4)

@@ -359,6 +359,9 @@ def test_quantify_motion_is_blockwise_exact_and_matches_part_maps(tiny_gen, segm
     panels = field_panels(path, table, units, cfg.motion, n_units=2)
     assert [p["unit"] for p in panels["panels"]] == [0, 5]
     assert panels["panels"][0]["flow"].shape == (RES, RES, 2)
+    # A unit the sweep could not move is not shown, however selective its table row says it is.
+    marked = units.assign(reachable=[True, False, True])
+    assert [p["unit"] for p in field_panels(path, table, marked, cfg.motion, n_units=2)["panels"]] == [5, 10]
     plot_motion_fields(panels, tmp_path / "fields.png")
     plot_motion_fields({"panels": []}, tmp_path / "empty.png")
     assert (tmp_path / "fields.png").stat().st_size > 0 and (tmp_path / "empty.png").stat().st_size > 0

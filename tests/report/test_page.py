@@ -48,12 +48,17 @@ def make_reports(root: Path, n_units: int = 20) -> Path:
                                 "part_iou": {"mean": 0.76}, "part_iou_baseline": {"mean": 0.53},
                                 "r_correlation": {"mean": 0.99}, "r_correlation_baseline": {"mean": 0.93},
                                 "class_agreement": 1.0})
-    _json(root / "tuning.json", {"n_units": n_units, "n_seeds": 4, "n_steps": 3, "unit_transfer_median": 0.03})
+    _json(root / "tuning.json", {"n_units": n_units, "n_seeds": 4, "n_steps": 3, "mode": "closed_loop",
+                                 "unit_transfer_median": 0.612, "off_target_median": 0.93, "min_transfer": 0.1,
+                                 "unreachable_units": 2, "unreachable_by_reason": {"dead": 1, "no gradient": 0,
+                                                                                   "transfer below floor": 1}})
     _json(root / "analysis.json", {"consistent_fraction": 0.96, "consistent_at": 0.8, "n_clusters": 3,
                                    "cluster_part_ari": 0.02})
     rng = np.random.default_rng(0)
-    rows = ["unit,strongest_part,metric,selectivity,consistency,cluster"]
-    rows += [f"{u},body,area,{rng.random():.3f},1.0,{u % 3}" for u in range(n_units)]
+    rows = ["unit,strongest_part,metric,selectivity,consistency,cluster,reachable,unreachable_reason"]
+    rows += [f"{u},body,area,{rng.random():.3f},1.0,{u % 3},True," for u in range(n_units - 2)]
+    # The last two units could not be moved: no label, and the reason (analyze_units' rows for them).
+    rows += [f"{n_units - 2},,,,,,False,dead", f"{n_units - 1},,,,,,False,transfer below floor"]
     (root / "units.csv").write_text("\n".join(rows) + "\n")
     _json(root / "motion.json", {"backend": "dis", "n_pairs": 40, "centroid_agreement": {"whole": {"pearson": 0.83, "n": 100}},
                                  "image": {"median_abs_motion": 0.4, "median_abs_motion_p90": 0.8,
@@ -64,9 +69,15 @@ def make_reports(root: Path, n_units: int = 20) -> Path:
     _json(root / "invariances.json", {"cosine_to_r": {"mean": 0.997}, "cosine_to_r_baseline_same_class": {"mean": 0.96},
                                       "pixel_std": {"mean": 5.2}, "pixel_std_baseline_same_class": {"mean": 26.3},
                                       "invariant_factors": ["tail area", "eyes luminance"]})
-    _json(root / "tuning_modes.json", {"open_loop": {"transfer": 0.03, "off_target": 1.2},
-                                       "closed_loop": {"transfer": 0.6, "off_target": 2.4}, "n_units": 4,
-                                       "transfer_higher_closed_loop_fraction": 1.0})
+    _json(root / "tuning_modes.json", {"open_loop": {"transfer": 0.03, "off_target": 1.2, "unreachable_units": 3},
+                                       "closed_loop": {"transfer": 0.6, "off_target": 2.4, "unreachable_units": 1},
+                                       "n_units": 4, "transfer_higher_closed_loop_fraction": 1.0,
+                                       "label_changes": 2, "label_change_fraction": 0.5})
+    (root / "tuning_label_changes.csv").write_text(
+        "unit,strongest_part_open_loop,metric_open_loop,strongest_part_closed_loop,metric_closed_loop,"
+        "transfer_open_loop,transfer_closed_loop,reachable_open_loop,reachable_closed_loop\n"
+        "3,head,luminance,ears,area,0.02,0.71,False,True\n"
+        "5,,,tail,entropy_mean,0.01,0.55,False,True\n")
     method = {"selective": {"part_mass": 0.2, "chance": 0.15, "lift": 0.05, "lift_lo": 0.01, "lift_hi": 0.09,
                             "pointing": 0.3}, "sanity": {"flagged": False, "similarity_all_random": 0.2}}
     _json(root / "attribution.json", {"best_part_mass": "lrp", "best_pointing": "link", "flagged": [],
@@ -144,9 +155,52 @@ def test_units_sorted_by_selectivity_with_anchors(tmp_path):
     page = build_page(root, {}, "")
     units = next(s for s in page.sections if s.id == "units")
     table = units.tables[0]
-    sel = [float(r[3]) for r in table.rows]
+    sel = [float(r[3]) for r in table.rows[:-2]]
     assert sel == sorted(sel, reverse=True)
     assert table.row_ids == [f"unit-{r[0]}" for r in table.rows]
+    # Unreachable units come last, with no label but the reason.
+    assert [tuple(r[:3]) for r in table.rows[-2:]] == [("18", "unreachable", "dead"),
+                                                      ("19", "unreachable", "transfer below floor")]
+
+
+def test_units_section_states_the_faithful_sweep(tmp_path):
+    root = make_reports(tmp_path / "r")
+    units = next(s for s in build_page(root, {}, "").sections if s.id == "units")
+    numbers = {n.label: n for n in units.numbers}
+    assert numbers["transfer to the re-encoded r"].value == "0.612" and "0.93" in numbers["transfer to the re-encoded r"].hint
+    assert numbers["unreachable units"].value == "2"
+    assert numbers["unreachable units"].hint == "1 dead, 1 transfer below floor"
+    assert "closed loop" in units.intro and "0.10" in units.intro and "closed loop" in numbers["units tuned"].hint
+
+
+def test_units_section_reads_a_table_from_before_reachability(tmp_path):
+    root = make_reports(tmp_path / "r")
+    rows = ["unit,strongest_part,metric,selectivity,consistency,cluster"] + [f"{u},body,area,0.5,1.0,1" for u in range(20)]
+    (root / "units.csv").write_text("\n".join(rows) + "\n")
+    units = next(s for s in build_page(root, {}, "").sections if s.id == "units")
+    assert all(r[1] == "body" for r in units.tables[0].rows)
+
+
+def test_faithfulness_section_shows_both_modes_and_the_label_changes(tmp_path):
+    root = make_reports(tmp_path / "r")
+    sec = next(s for s in build_page(root, {}, "").sections if s.id == "faithfulness")
+    numbers = {n.label: n for n in sec.numbers}
+    assert numbers["transfer, open loop (link)"].value == "0.030" and numbers["transfer, closed loop"].value == "0.600"
+    assert numbers["top label differs"].value == "2 units" and "50.0%" in numbers["top label differs"].hint
+    assert "3 / 1" in numbers["units compared"].hint
+    (table,) = sec.tables
+    assert [tuple(r) for r in table.rows] == [("3", "head luminance", "ears area", "0.02", "0.71"),
+                                              ("5", "none", "tail entropy_mean", "0.01", "0.55")]
+    # A generator without part maps: no labels compared, no table, and the page says why.
+    _json(root / "tuning_modes.json", {"open_loop": {"transfer": 0.03, "off_target": 1.2},
+                                       "closed_loop": {"transfer": 0.6, "off_target": 2.4}, "n_units": 4,
+                                       "transfer_higher_closed_loop_fraction": 1.0, "label_changes": None,
+                                       "label_change_fraction": None, "label_note": "no part maps (parts_gt) in x.h5"})
+    (root / "tuning_label_changes.csv").write_text((root / "tuning_label_changes.csv").read_text().splitlines()[0] + "\n")
+    sec = next(s for s in build_page(root, {}, "").sections if s.id == "faithfulness")
+    numbers = {n.label: n for n in sec.numbers}
+    assert numbers["top label differs"].value == "-" and "no part maps" in numbers["top label differs"].hint
+    assert not sec.tables
 
 
 @pytest.mark.parametrize("rel", ["cycle.json", "figures/tsne.png", "curves/segmenter.tsv"])
