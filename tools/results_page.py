@@ -360,7 +360,8 @@ def strip_figure(source: Path, units_csv: Path, dest: Path, width: int = 900) ->
     if len(units) != len(bands):
         raise SystemExit(f"error: {source}: found {len(bands)} strip rows, expected {len(units)}; "
                          "rerun analyze_units")
-    sel = {int(row["unit"]): float(row["selectivity"]) for row in rows}
+    # Unreachable units have no label, hence no selectivity; they are never strip units.
+    sel = {int(row["unit"]): float(row["selectivity"]) for row in rows if row["selectivity"]}
     chosen = max(range(len(units)), key=lambda i: (sel[units[i]], -i))
     top, bottom = bands[chosen]
 
