@@ -1,4 +1,9 @@
-"""Stage check_models: quality bars of the generator and classifier, and a sample figure."""
+"""Stage check_models: quality bars of the generator and classifier, and a sample figure.
+
+Real images come from `--real`: the built-in world's HDF5 (its test split, and as many
+training images for the real-vs-real floor) or a folder of the user's own, one folder per
+class (params.yaml models.real_images); a folder without class folders skips those checks.
+"""
 
 from pathlib import Path
 
@@ -7,7 +12,7 @@ import typer
 from linkstyle.core import cli
 from linkstyle.core.io import write_json
 from linkstyle.core.runtime import resolve_device
-from linkstyle.models.quality import QualityConfig, evaluate_models, sample_grid
+from linkstyle.models.quality import QualityConfig, RealImages, evaluate_models, real_image_folder, sample_grid
 from linkstyle.models.registry import (
     ClassifierSpec,
     GeneratorSpec,
@@ -19,7 +24,13 @@ from linkstyle.report.models import plot_samples
 from linkstyle.world.store import load_world
 
 
-def main(world: Path = typer.Option(..., help="world HDF5 (real images)"),
+def _world_images(path: Path, n: int) -> RealImages:
+    test = load_world(path, "test", ("images", "labels"))
+    a = test["images"][:n]
+    return RealImages(a, test["labels"][: len(a)], load_world(path, "train", ("images",))["images"][: len(a)], str(path))
+
+
+def main(real: Path = typer.Option(..., help="real images: the world HDF5, or a folder with one folder of images per class"),
          metrics: Path = typer.Option(..., help="metrics JSON to write"),
          figure: Path = typer.Option(..., help="sample figure PNG to write"),
          class_means: Path = typer.Option(..., help="per-class mean w JSON (stage class_means): truncation pulls toward it"),
@@ -29,17 +40,19 @@ def main(world: Path = typer.Option(..., help="world HDF5 (real images)"),
     gen = load_generator(cli.section(params, "models.generator", GeneratorSpec), dev, class_means)
     clf = load_classifier(cli.section(params, "models.classifier", ClassifierSpec), dev)
     check_pairing(gen, clf)
-    n = cfg.n_per_class * gen.n_classes
-    # Two disjoint real sets: the test split and as many training images, for the real-vs-real floor.
-    real_test = load_world(world, "test", ("images",))["images"][:n]
-    real_train = load_world(world, "train", ("images",))["images"][: len(real_test)]
-    m = evaluate_models(gen, clf, real_test, real_train, cfg)
+    # Two disjoint real sets: the world's test split and as many training images, or the
+    # user's folder split in two, for the real-vs-real floor.
+    images = (_world_images(real, cfg.n_per_class * gen.n_classes) if real.suffix == ".h5"
+              else real_image_folder(real, gen.class_names, gen.resolution))
+    m = evaluate_models(gen, clf, images, cfg)
     write_json(metrics, m)
-    images, parts = sample_grid(gen, cfg)
-    plot_samples(images, parts, gen.class_names, gen.part_names, cfg.psi, figure)
+    samples, parts = sample_grid(gen, cfg)
+    plot_samples(samples, parts, gen.class_names, gen.part_names, cfg.psi, figure)
     fd = m["frechet_r"]
     print(f"check_models: accuracy on generated (psi {cfg.psi:g}) min over classes {m['generated_accuracy_min']:.3f}; "
-          f"Frechet in R: real-vs-real {fd['real_vs_real']:.3f}, real-vs-generated {fd['real_vs_generated_psi1']:.3f} (psi 1)")
+          + (f"Frechet in R: real-vs-real {fd['real_vs_real']:.3f}, real-vs-generated {fd['real_vs_generated_psi1']:.3f} "
+             f"(psi 1), {m['real_images']['n']} real images from {real}" if fd else
+             f"no real images in {real} (one folder per class): real accuracy and Frechet distance skipped"))
 
 
 if __name__ == "__main__":

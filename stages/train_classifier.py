@@ -9,6 +9,7 @@ from linkstyle.core.checkpoint import save_module
 from linkstyle.core.config import to_dict
 from linkstyle.core.io import write_curves, write_json
 from linkstyle.core.runtime import progress_enabled, resolve_device
+from linkstyle.core.skipping import external_kind, write_notes
 from linkstyle.models.classifier_training import (
     ClassifierTrainConfig,
     evaluate,
@@ -21,8 +22,13 @@ def main(world: Path = typer.Option(..., help="world HDF5 (stage world)"),
          out: Path = typer.Option(..., help="classifier checkpoint to write"),
          metrics: Path = typer.Option(..., help="metrics JSON to write"),
          curves: Path = typer.Option(..., help="per-epoch training curves TSV to write (a DVC plot)"),
-         params: Path = typer.Option(Path("params.yaml"), help="params file; reads section train_classifier")):
+         params: Path = typer.Option(Path("params.yaml"), help="params file; reads sections train_classifier and models")):
     cfg = cli.section(params, "train_classifier", ClassifierTrainConfig)
+    kind = external_kind(params, "classifier")
+    if kind:
+        write_notes([out, metrics, curves], f"models.classifier.kind is {kind}: the pipeline uses your classifier")
+        print(f"train_classifier: skipped, models.classifier.kind is {kind} (your own classifier)")
+        return
     resolve_device("cpu")  # sized for CPU and deterministic there
     train = load_world(world, "train", ("images", "labels"))
     model, history = train_classifier(train["images"], train["labels"], cfg, train["class_names"],

@@ -9,6 +9,7 @@ from linkstyle.core.checkpoint import save_module
 from linkstyle.core.config import to_dict
 from linkstyle.core.io import write_curves, write_json
 from linkstyle.core.runtime import progress_enabled, resolve_device
+from linkstyle.core.skipping import external_kind, write_notes
 from linkstyle.models.stylegen_training import GeneratorTrainConfig, train_generator
 from linkstyle.world.store import load_world
 
@@ -17,8 +18,13 @@ def main(world: Path = typer.Option(..., help="world HDF5 (stage world)"),
          out: Path = typer.Option(..., help="generator checkpoint to write"),
          metrics: Path = typer.Option(..., help="metrics JSON to write"),
          curves: Path = typer.Option(..., help="per-epoch training curves TSV to write (a DVC plot)"),
-         params: Path = typer.Option(Path("params.yaml"), help="params file; reads section train_generator")):
+         params: Path = typer.Option(Path("params.yaml"), help="params file; reads sections train_generator and models")):
     cfg = cli.section(params, "train_generator", GeneratorTrainConfig)
+    kind = external_kind(params, "generator")
+    if kind:
+        write_notes([out, metrics, curves], f"models.generator.kind is {kind}: the pipeline uses your generator")
+        print(f"train_generator: skipped, models.generator.kind is {kind} (your own generator)")
+        return
     resolve_device("cpu")  # training is sized for CPU and deterministic there
     data = load_world(world, "train", ("images", "parts", "labels"))
     gen, history = train_generator(data["images"], data["labels"], data["parts"], data["class_names"],

@@ -48,7 +48,9 @@ def code_problems(stages: dict) -> list[str]:
 
 def _sections_read(script: str) -> set[str]:
     """The params sections a script reads: second argument of every cli.section(...) call,
-    and every name in the literal tuple of a cli.raw_sections(...) call."""
+    every name in the literal tuple of a cli.raw_sections(...) call, and models.<role>.kind
+    for every external_kind(params, "<role>") call; a key inside a section also read whole
+    is that section."""
     found = set()
     for node in ast.walk(ast.parse((ROOT / script).read_text())):
         called = getattr(node.func, "attr", getattr(node.func, "id", "")) if isinstance(node, ast.Call) else ""
@@ -60,7 +62,9 @@ def _sections_read(script: str) -> set[str]:
                 found.add(arg.value)
             elif isinstance(arg, ast.JoinedStr):  # f"fit_link.{kind}" in a foreach stage
                 found.add("".join(v.value if isinstance(v, ast.Constant) else "${item}" for v in arg.values))
-    return found
+        if called == "external_kind":
+            found.add(f"models.{ast.literal_eval(node.args[1])}.kind")
+    return {k for k in found if not any(k.startswith(f"{other}.") for other in found)}
 
 
 def test_every_stage_lists_exactly_the_code_it_runs():

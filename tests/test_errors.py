@@ -55,7 +55,7 @@ ARGS = {
     "train_generator": "--world data/world.h5 --out data/o_gen.pt --metrics reports/o.json --curves reports/o_c.tsv",
     "train_classifier": "--world data/world.h5 --out data/o_clf.pt --metrics reports/o.json --curves reports/o_c.tsv",
     "class_means": "--out data/o_means.json",
-    "check_models": "--world data/world.h5 --metrics reports/o.json --figure reports/o.png "
+    "check_models": "--real data/world.h5 --metrics reports/o.json --figure reports/o.png "
                     "--class-means data/class_means.json",
     "sample_pairs": "--out data/o_pairs.h5 --metrics reports/o.json --class-means data/class_means.json",
     "similarity": "--pairs data/pairs.h5 --metrics reports/o.json --plot reports/o_plot.json --figure reports/o.png",

@@ -37,8 +37,9 @@ class SectionSpec:
 class Results:
     """Read access to the reports folder, with one-line errors naming the missing file."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, params: dict | None = None):
         self.root = Path(root)
+        self.params = params or {}  # the sections the report shows (models: what the world section names)
 
     def path(self, rel: str) -> Path:
         p = self.root / rel
@@ -86,6 +87,7 @@ def _curves_png(res: Results, names: Sequence[str]) -> bytes:
     return buf.getvalue()
 
 
+NO_PART_MAPS = "the generator draws no part maps to check against"
 PART_SOURCE = {"generator": "the generator's own part maps",
                "segmenter": "the few-shot segmenter's masks (the generator draws no part maps)"}
 
@@ -99,31 +101,68 @@ def _segmenter_number(seg: dict) -> Number:
                   f"{seg['n_shots']} labelled images; no part maps to score held-out images against")
 
 
+def _skipped(doc: dict) -> bool:
+    """A training stage's note that it had nothing to train (the user's own model; linkstyle.core.skipping)."""
+    return "skipped" in doc
+
+
+def _model_row(role: str, spec: dict, fp: str) -> tuple[str, str, str, str]:
+    kind = spec.get("kind", "builtin")
+    what = spec.get("arch") or spec.get("factory") or ("network pickle" if kind == "stylegan" else "trained here")
+    return role, f"{kind}: {what}", str(spec.get("path") or "-"), fp
+
+
 def _world(res: Results) -> Section:
-    clf, q, seg = res.json("classifier.json"), res.json("quality.json"), res.json("segmenter.json")
+    """The models and their quality bars: the built-in world's, or the user's own models with
+    their provenance (what trained nothing here has no curves and no held-out test set)."""
+    clf, q, seg, pairs = (res.json(f) for f in ("classifier.json", "quality.json", "segmenter.json", "pairs.json"))
+    gen_doc = res.json("generator.json")
+    own_gen, own_clf = _skipped(gen_doc), _skipped(clf)
     fr = q["frechet_r"]
-    gen_key = next(k for k in fr if k.startswith("real_vs_generated_psi") and k != "real_vs_generated_psi1")
-    return Section(
-        "world", "World and models",
-        "A procedural world of animals drawn part by part, a generator trained on it that draws its own "
-        "part maps, a classifier whose penultimate layer R we explain, and a few-shot segmenter that "
-        "labels parts on renders. Everything downstream rests on these being good enough.",
-        numbers=(
-            Number("classifier test accuracy", _pct(clf["test_accuracy"]), f"{clf['n_units']} units in R"),
-            Number("generated images classified as their class", _pct(q["generated_accuracy_min"]),
-                   "worst class; the generator draws each class recognisably"),
-            Number(f"Fréchet distance in R, ψ = {gen_key.removeprefix('real_vs_generated_psi')}", _f(fr[gen_key]),
-                   f"real vs real: {_f(fr['real_vs_real'])}"),
-            _segmenter_number(seg),
-        ),
-        figures=(
-            res.figure("figures/generated_samples.png",
-                       "Generated samples per class. Look for clean parts (head, ears, eyes, legs, tail) "
-                       "and class-typical shapes and colours: the link can only explain what G can draw."),
-            Figure(_curves_png(res, ("generator", "classifier", "segmenter")),
-                   "Training curves. Each should flatten; a rising test curve would mean over-fitting.",
-                   alt="training curves"),
-        ))
+    numbers = []
+    if own_clf:
+        acc = (q.get("real_images") or {}).get("accuracy")
+        numbers.append(Number("classifier accuracy on your real images", _pct(min(acc.values())),
+                              f"worst class; {q['n_units']} units in R") if acc else
+                       Number("units in R", str(q["n_units"]), "no real images to test the classifier on"))
+    else:
+        numbers.append(Number("classifier test accuracy", _pct(clf["test_accuracy"]), f"{clf['n_units']} units in R"))
+    numbers.append(Number("generated images classified as their class", _pct(q["generated_accuracy_min"]),
+                          "worst class; the generator draws each class recognisably"))
+    if fr:
+        gen_key = next(k for k in fr if k.startswith("real_vs_generated_psi") and k != "real_vs_generated_psi1")
+        numbers.append(Number(f"Fréchet distance in R, ψ = {gen_key.removeprefix('real_vs_generated_psi')}",
+                              _f(fr[gen_key]), f"real vs real: {_f(fr['real_vs_real'])}"))
+    else:
+        numbers.append(Number("Fréchet distance in R", "skipped",
+                              "no real images: one folder of images per class in models.real_images"))
+    numbers.append(_segmenter_number(seg))
+    curves = tuple(name for name, own in (("generator", own_gen), ("classifier", own_clf), ("segmenter", False))
+                   if not own)
+    figures = [res.figure("figures/generated_samples.png",
+                          "Generated samples per class. Look for clean parts and class-typical shapes and "
+                          "colours: the link can only explain what G can draw.")]
+    figures.append(Figure(_curves_png(res, curves),
+                          "Training curves. Each should flatten; a rising test curve would mean over-fitting.",
+                          alt="training curves"))
+    tables = ()
+    if own_gen or own_clf:
+        models = res.params.get("models") or {}
+        rows = (_model_row("generator", models.get("generator") or {}, pairs["generator_fingerprint"]),
+                _model_row("classifier", models.get("classifier") or {}, pairs["classifier_fingerprint"]))
+        tables = (Table(("model", "kind", "file", "sha256 (first 16)"), rows,
+                        caption="The models this report explains (params.yaml models); the pairs file records "
+                                "the same fingerprints."),)
+        intro = ("Your own models: " + " and ".join(r for r, own in (("the generator", own_gen), ("the classifier", own_clf))
+                                                     if own) +
+                 " come from your files, and nothing was trained for them here. The few-shot segmenter labels parts "
+                 "on renders. Everything downstream rests on these being good enough.")
+    else:
+        intro = ("A procedural world of animals drawn part by part, a generator trained on it that draws its own "
+                 "part maps, a classifier whose penultimate layer R we explain, and a few-shot segmenter that "
+                 "labels parts on renders. Everything downstream rests on these being good enough.")
+    return Section("world", "World and models", intro,
+                   numbers=tuple(numbers), tables=tables, figures=tuple(figures))
 
 
 def _similarity(res: Results) -> Section:
@@ -161,7 +200,8 @@ def _link(res: Results) -> Section:
         numbers=(
             Number(f"cycle 1 - SSIM ({c['link']})", _f(c["ssim_distance"]["mean"]),
                    f"unrelated same-class images: {_f(c['ssim_distance_baseline']['mean'])}"),
-            Number("cycle part IoU", _f(c["part_iou"]["mean"]), f"baseline {_f(c['part_iou_baseline']['mean'])}"),
+            Number("cycle part IoU", _f(c["part_iou"]["mean"]), f"baseline {_f(c['part_iou_baseline']['mean'])}")
+            if "part_iou" in c else Number("cycle part IoU", "-", NO_PART_MAPS),
             Number("corr(r, r~) after the cycle", _f(c["r_correlation"]["mean"]),
                    f"baseline {_f(c['r_correlation_baseline']['mean'])}"),
             Number("class kept through the cycle", _pct(c["class_agreement"])),
@@ -259,7 +299,8 @@ def _invariances(res: Results) -> Section:
             Number("INN held-out NLL (nats/dim)", _f(inn["test_nll"]),
                    f"ridge + Gaussian noise: {_f(inn['test_nll_gaussian_ridge'])}"),
             Number("R invariant to", ", ".join(inv["invariant_factors"][:3]) or "nothing",
-                   ", ".join(inv["invariant_factors"][3:]) or ""),
+                   ", ".join(inv["invariant_factors"][3:]) or "")
+            if "invariant_factors" in inv else Number("R invariant to", "-", NO_PART_MAPS),
         ),
         figures=(
             res.figure("figures/invariance_samples.png",
@@ -347,7 +388,7 @@ def _attribution(res: Results) -> Section:
 
 def _motion(res: Results) -> Section:
     m = res.json("motion.json")
-    ca, im = m["centroid_agreement"], m["image"]
+    ca, im = m.get("centroid_agreement"), m["image"]
     return Section(
         "motion", "What moves",
         "Without labels: dense correspondences between the first and last render of each unit's sweep, "
@@ -355,7 +396,8 @@ def _motion(res: Results) -> Section:
         "against the generator's own part maps, whose centroids shift by a known amount.",
         numbers=(
             Number("flow vs part-centroid shifts", _f(ca["whole"]["pearson"]),
-                   f"Pearson over {ca['whole']['n']} part moves (background excluded)"),
+                   f"Pearson over {ca['whole']['n']} part moves (background excluded)")
+            if ca else Number("flow vs part-centroid shifts", "-", NO_PART_MAPS),
             Number("median |motion| per pixel", f"{_f(im['median_abs_motion'], 2)} px",
                    f"90th percentile {_f(im['median_abs_motion_p90'], 2)} px"),
             Number("median |rotation|", f"{_f(im['median_abs_rotation'], 2)}°",
@@ -394,8 +436,9 @@ def _counterfactuals(res: Results) -> Section:
 
 
 SECTIONS: tuple[SectionSpec, ...] = (
-    SectionSpec("world", ("classifier.json", "quality.json", "segmenter.json", "figures/generated_samples.png",
-                          "curves/generator.tsv", "curves/classifier.tsv", "curves/segmenter.tsv"), _world),
+    SectionSpec("world", ("generator.json", "classifier.json", "quality.json", "segmenter.json", "pairs.json",
+                          "figures/generated_samples.png", "curves/generator.tsv", "curves/classifier.tsv",
+                          "curves/segmenter.tsv"), _world),
     SectionSpec("similarity", ("similarity.json", "figures/similarity.png"), _similarity),
     SectionSpec("link", ("link/", "cycle.json", "figures/cycle.png"), _link),
     SectionSpec("invariances", ("invariances.json", "figures/invariance_samples.png",
@@ -446,10 +489,10 @@ def _provenance(res: Results, params: dict, revision: str) -> Section:
 
 
 def build_page(root: Path, params: dict, revision: str) -> Page:
-    res = Results(root)
+    res = Results(root, params)
     sections = [spec.build(res) for spec in SECTIONS]
     sections.append(_provenance(res, params, revision))
-    n = res.json("classifier.json")["n_units"]
+    n = res.json("quality.json")["n_units"]
     return Page("linkstyle report",
                 f"What the {n} units of the classifier's penultimate layer encode, measured through the "
                 "generator they are linked to.", sections)

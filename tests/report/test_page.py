@@ -36,9 +36,11 @@ def _json(path: Path, data: dict) -> None:
 def make_reports(root: Path, n_units: int = 20) -> Path:
     """A reports folder with every file the page reads, small and hand-made."""
     ci = {"mean": 0.9, "ci95_low": 0.85, "ci95_high": 0.95}
+    _json(root / "generator.json", {"final_l1": 0.06})
     _json(root / "classifier.json", {"test_accuracy": 0.99, "n_units": n_units})
-    _json(root / "quality.json", {"generated_accuracy_min": 1.0, "frechet_r": {
+    _json(root / "quality.json", {"generated_accuracy_min": 1.0, "n_units": n_units, "frechet_r": {
         "real_vs_real": 0.05, "real_vs_generated_psi0.7": 0.9, "real_vs_generated_psi1": 0.7}})
+    _json(root / "pairs.json", {"generator_fingerprint": "00aa11bb22cc33dd", "classifier_fingerprint": "44ee55ff66007788"})
     _json(root / "segmenter.json", {"mean_iou": 0.92, "n_shots": 16})
     _json(root / "similarity.json", {"ari": {"W": ci, "R": ci}, "rsa_correlation": {
         "W-R": ci, "control_shuffled": {"mean": 0.0}}})
@@ -312,3 +314,34 @@ def test_segmenter_trained_on_masks_shows_its_training_fit_instead_of_an_iou(tmp
     check_structure(text, 20)
     assert "segmenter pixel accuracy on its labelled images" in text and "87.5%" in text
     assert "segmenter mean IoU" not in text
+
+
+def test_own_models_section_shows_their_provenance_and_nothing_of_the_builtin_world(tmp_path):
+    """With the user's models the training stages left notes (linkstyle.core.skipping); the
+    first section names the models, their files and fingerprints, and says what was skipped."""
+    root = make_reports(tmp_path / "r", n_units=512)
+    for name, role in (("generator", "generator"), ("classifier", "classifier")):
+        _json(root / f"{name}.json", {"skipped": f"models.{role}.kind is not builtin"})
+        (root / "curves" / f"{name}.tsv").write_text("skipped: not builtin\n")
+    _json(root / "classifier.json", {"skipped": "models.classifier.kind is torchvision"})
+    _json(root / "quality.json", {"generated_accuracy_min": 0.5, "n_units": 512, "frechet_r": None, "real_images": None})
+    _json(root / "segmenter.json", {"n_shots": 6, "train_pixel_accuracy": 0.875})
+    params = {"models": {"generator": {"kind": "stylegan", "path": "models/g.pkl", "code": "models/code"},
+                         "classifier": {"kind": "torchvision", "arch": "resnet18", "path": "models/r18.pth"}}}
+    out = root / "index.html"
+    write_report(root, out, params, "")
+    text = out.read_text()
+    check_structure(text, 512)
+    assert "What the 512 units" in text
+    for shown in ("stylegan: network pickle", "models/g.pkl", "00aa11bb22cc33dd", "torchvision: resnet18",
+                  "44ee55ff66007788", "no real images", "Fréchet distance in R"):
+        assert shown in text, shown
+    assert "classifier test accuracy" not in text and "procedural world" not in text
+    # With real images, the classifier's accuracy on them and the Fréchet distance are shown.
+    _json(root / "quality.json", {"generated_accuracy_min": 0.5, "n_units": 512, "real_images": {
+        "source": "real", "n": 12, "accuracy": {"cat": 0.25, "dog": 0.75}}, "frechet_r": {
+        "real_vs_real": 0.5, "real_vs_generated_psi0.7": 2.0, "real_vs_generated_psi1": 1.5, "n": 6}})
+    sec = build_page(root, params, "").sections[0]
+    numbers = {n.label: n.value for n in sec.numbers}
+    assert numbers["classifier accuracy on your real images"] == "25.0%"
+    assert numbers["Fréchet distance in R, ψ = 0.7"] == "2.000"
