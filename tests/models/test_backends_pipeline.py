@@ -1,7 +1,7 @@
-"""A user's own models through `dvc repro`: a plugin pair driven through class_means,
-sample_pairs, fit_link and tune_units exactly as params.yaml would name them (no built-in
-model is trained). StyleGAN-style pickles with a torchvision classifier run the whole
-pipeline in test_own_models_pipeline.py."""
+"""A user's own models through `dvc repro`: a StyleGAN2-style pickle with a torchvision
+classifier, and a plugin pair, each driven through class_means, sample_pairs, fit_link and
+tune_units exactly as params.yaml would name them (no built-in model is trained). A
+StyleGAN3-style pickle runs the whole pipeline to the report in test_own_models_pipeline.py."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 import torchvision
 import yaml
 
+from .stylegan_toy import write_toy_pickle
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 from test_pipeline import QUICK, ROOT, _dvc, _ran, _run  # noqa: E402
@@ -49,6 +50,25 @@ def _check_outputs(d, n_units: int, w_dim: int, class_names: list[str]) -> None:
         assert any(v.ndim >= 2 for v in f.values() if isinstance(v, h5py.Dataset))
     means = yaml.safe_load((d / "data" / "class_means.json").read_text())
     assert means["class_names"] == class_names
+
+
+def test_stylegan_pickle_and_torchvision_classifier_through_dvc_repro(tmp_path):
+    d = tmp_path / "repo"
+    d.mkdir()
+    pkl, code = write_toy_pickle(d / "models", per_class_avg=False)  # StyleGAN2/3-like: means are estimated
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), d / "models" / "resnet18.pth")
+    names = ["cat", "dog"]
+    _repo(d, {"generator": {"kind": "stylegan", "path": "models/network-snapshot.pkl", "code": "models/code",
+                            "class_indices": [3, 7], "class_names": names},
+              "classifier": {"kind": "torchvision", "arch": "resnet18", "path": "models/resnet18.pth",
+                             "class_indices": [281, 207], "class_names": names}})
+    out = _dvc("repro", "tune_units", cwd=d)
+    assert _ran(out.stdout) == STAGES
+    _check_outputs(d, 512, 16, names)
+    means = yaml.safe_load((d / "data" / "class_means.json").read_text())
+    assert means["source"] == "estimated" and means["n_samples"] == 50
+    assert _ran(_dvc("repro", "tune_units", cwd=d).stdout) == set()
 
 
 def test_plugin_models_through_dvc_repro(tmp_path):

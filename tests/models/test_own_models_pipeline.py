@@ -1,6 +1,6 @@
 """A researcher's own models through the whole pipeline to the report, as the README's
-researcher section says: profiles/own-cpu.yaml with `models` pointed at a StyleGAN3-like or
-StyleGAN2-like network pickle (NVlabs' format, built offline) and a torchvision ResNet-18
+researcher section says: profiles/own-cpu.yaml with `models` pointed at a StyleGAN3-like
+network pickle (NVlabs' format, built offline) and a torchvision ResNet-18
 state dict for 3 classes, a few labelled masks and a folder of real images. No built-in
 model is trained, and nothing on the page comes from the built-in world."""
 
@@ -87,7 +87,10 @@ def _own_repo(d, generator: str) -> None:
     _dvc("config", "core.analytics", "false", cwd=d)
 
 
-@pytest.mark.parametrize("generator", ["Generator3", "Generator"], ids=["stylegan3", "stylegan2"])
+# StyleGAN3-like: the harder case (margins, in-place writes, reverse-mode Jacobians). A
+# StyleGAN2-like pickle ("Generator") passes the same test (183 s); test_backends_pipeline
+# runs it through tune_units at a quarter of the cost.
+@pytest.mark.parametrize("generator", ["Generator3"], ids=["stylegan3"])
 def test_own_models_reach_the_report_without_training_a_builtin_model(tmp_path, generator):
     d = tmp_path / "repo"
     d.mkdir()
