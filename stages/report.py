@@ -9,8 +9,6 @@ from linkstyle.core import cli
 from linkstyle.core.skipping import external_kind
 from linkstyle.report.page import write_report
 
-BUILTIN_ONLY = {"generator": ("train_generator",), "classifier": ("train_classifier",)}
-
 
 def _revision() -> str:
     try:
@@ -28,14 +26,14 @@ def main(reports: Path = typer.Option(..., help="folder of the pipeline's metric
                                      "train_segmenter", "tune_units", "compare_tuning", "cluster", "quantify_parts",
                                      "analyze_units", "attribute_units", "quantify_motion", "motion_fields",
                                      "counterfactuals"))
-    kinds = {"generator": external_kind(params, "generator"), "classifier": external_kind(params, "classifier")}
-    own = [role for role, kind in kinds.items() if kind]
     # Sections of stages that trained nothing (the user's own models) would only confuse the page.
-    for role in own:
-        for name in BUILTIN_ONLY[role]:
-            used.pop(name, None)
-    if len(own) == 2:
-        used.pop("world", None)
+    own_gen, own_clf = external_kind(params, "generator"), external_kind(params, "classifier")
+    if own_gen:
+        used.pop("train_generator")
+    if own_clf:
+        used.pop("train_classifier")
+    if own_gen and own_clf:
+        used.pop("world")
     page = write_report(reports, out, used, _revision())
     size = out.stat().st_size / 1e6
     print(f"report: {out} ({size:.1f} MB, {len(page.sections)} sections)")
