@@ -44,6 +44,13 @@ PINNED_ENVIRONMENT = {
     "CUBLAS_WORKSPACE_CONFIG": ":4096:8",  # deterministic cuBLAS where torch is asked to be
 }
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Speed under load, not arithmetic. OpenMP's threads spin at every barrier by default, so on a
+# busy machine a thread that lost its core holds up the others while they burn theirs:
+# scikit-learn's k-means (many small parallel regions) ran 3.3x slower beside one busy core,
+# 1.3x with passive waits (benchmarks/contention.py). Fewer threads under load would also
+# help, but the thread count decides rounding, so it stays pinned. A value set in the
+# environment wins.
+SCHEDULING_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def pinned() -> bool:
@@ -55,6 +62,7 @@ def pin_arithmetic() -> bool:
     """Hold the CPU maths libraries to AVX2 and a fixed thread count, before they load.
 
     Overrides what the environment says: a pinned run means the same bytes everywhere.
+    Also asks OpenMP for passive waits (SCHEDULING_ENVIRONMENT), pinned or not.
     LINKSTYLE_UNPINNED=1 leaves the environment alone (faster on AVX-512 machines, with
     bytes of this machine only). Returns whether it pinned: where numpy or torch has
     loaded already (a test process, a notebook) it changes nothing, since half a pin (some
@@ -63,7 +71,11 @@ def pin_arithmetic() -> bool:
     """
     import sys
 
-    if not pinned() or any(m in sys.modules for m in ("numpy", "torch")):
+    if any(m in sys.modules for m in ("numpy", "torch")):
+        return False
+    for name, value in SCHEDULING_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    if not pinned():
         return False
     os.environ.update(PINNED_ENVIRONMENT)
     threads = str(cpu_threads())

@@ -65,8 +65,9 @@ def _pinned_environment(env: dict) -> dict:
 
     code = ("import json, os\nfrom linkstyle.core import runtime\npinned = runtime.pin_arithmetic()\n"
             "print(json.dumps({'pinned': pinned, **{k: os.environ.get(k) for k in "
-            "[*runtime.PINNED_ENVIRONMENT, *runtime.THREAD_VARIABLES]}}))")
-    full = {k: v for k, v in os.environ.items() if k not in ("LINKSTYLE_THREADS", runtime.UNPIN_VARIABLE)}
+            "[*runtime.PINNED_ENVIRONMENT, *runtime.THREAD_VARIABLES, *runtime.SCHEDULING_ENVIRONMENT]}}))")
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("LINKSTYLE_THREADS", runtime.UNPIN_VARIABLE, *runtime.SCHEDULING_ENVIRONMENT)}
     out = subprocess.run([sys.executable, "-c", code], env={**full, **env}, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -75,9 +76,15 @@ def test_pin_overrides_the_environment_and_unpinned_leaves_it():
     user = {k: "user" for k in [*runtime.PINNED_ENVIRONMENT, *runtime.THREAD_VARIABLES]}
     got = _pinned_environment(user)
     assert got.pop("pinned") is True
-    assert got == {**runtime.PINNED_ENVIRONMENT, **{k: str(runtime.PINNED_THREADS) for k in runtime.THREAD_VARIABLES}}
+    assert got == {**runtime.PINNED_ENVIRONMENT, **{k: str(runtime.PINNED_THREADS) for k in runtime.THREAD_VARIABLES},
+                   **runtime.SCHEDULING_ENVIRONMENT}
     got = _pinned_environment({**user, runtime.UNPIN_VARIABLE: "1"})
-    assert got.pop("pinned") is False and set(got.values()) == {"user"}
+    assert got.pop("pinned") is False and got.pop("OMP_WAIT_POLICY") == "PASSIVE" and set(got.values()) == {"user"}
+
+
+def test_passive_waits_unless_the_environment_says_otherwise():
+    # Scheduling only, so pinned or not; a policy the user set is kept.
+    assert _pinned_environment({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 def test_pin_leaves_a_process_alone_whose_libraries_loaded_first(monkeypatch):
