@@ -32,8 +32,12 @@ def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     ("stages/similarity.py", ["--pairs", "p", "--metrics", "m", "--plot", "p", "--figure", "f", "--n-jobs", "x"],
      "error: --n-jobs: "),
     ("tools/label_images.py", [], "error: --out: missing option; pass --out <file>"),
+    ("tools/label_images.py", ["--out", "o", "--preset", "dogs", "--per-class", "-3"],
+     "error: --per-class: must be at least 1"),
+    ("tools/label_images.py", ["--out", "o", "--preset", "dogs", "--per-class", "0"],
+     "error: --per-class: must be at least 1"),
 ], ids=["unknown-option", "misspelt-option", "missing-option", "missing-kind", "bad-int",
-        "label-images-no-args"])
+        "label-images-no-args", "label-images-per-class-negative", "label-images-per-class-0"])
 def test_usage_error_is_one_line(tmp_path, script, args, line):
     out = _run(script, *args, cwd=tmp_path)
     lines = out.stderr.strip().splitlines()
