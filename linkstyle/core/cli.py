@@ -65,8 +65,12 @@ def _exception_families() -> tuple[tuple[type, ...], tuple[type, ...]]:
 
 USAGE_ERRORS, ABORTS = _exception_families()
 
-INTERRUPTED = "error: interrupted; outputs were left as they were"
-TERMINATED = "error: terminated (SIGTERM); outputs were left as they were"
+# Under `dvc repro` the stage's previous outputs are gone before it runs (DVC removes them),
+# so "nothing of this run was written" is all an interrupted stage can promise.
+_NOTHING_WRITTEN = ("nothing of this run was written (under dvc repro the stage's previous outputs were "
+                    "removed before it ran: run dvc repro again)")
+INTERRUPTED = f"error: interrupted; {_NOTHING_WRITTEN}"
+TERMINATED = f"error: terminated (SIGTERM); {_NOTHING_WRITTEN}"
 
 
 def _placeholder(fn: Callable, name: str | None) -> str:
