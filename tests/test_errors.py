@@ -258,6 +258,13 @@ def stale_link(d: Path) -> None:
         f["test"]["r"][0, 0] += 1.0
 
 
+def nan_class_means(d: Path) -> None:
+    """A class mean that is NaN (json writes and reads NaN)."""
+    doc = json.loads((d / "data/class_means.json").read_text())
+    doc["class_mean_w"][0][0] = float("nan")
+    (d / "data/class_means.json").write_text(json.dumps(doc))
+
+
 # (id, stage, mutation, culprit named in the one error line)
 CASES = [
     # params.yaml itself
@@ -278,6 +285,10 @@ CASES = [
     ("means-missing", "sample_pairs", delete("data/class_means.json"), "data/class_means.json: class means not found"),
     ("means-other-generator", "train_segmenter", edit_json("data/class_means.json", generator="0123456789abcdef"),
      "data/class_means.json: written for another generator"),
+    ("means-truncated", "sample_pairs", truncate("data/class_means.json"), "data/class_means.json: not valid JSON"),
+    ("means-nan", "check_models", nan_class_means, "data/class_means.json: class_mean_w has 1 non-finite values"),
+    ("means-wrong-shape", "sample_pairs", edit_json("data/class_means.json", class_mean_w=[[0.0, 0.0]]),
+     "data/class_means.json: class_mean_w has shape [1, 2] but the generator has"),
     ("pairs-device-gpu", "sample_pairs", set_param("sample_pairs.device", "gpu"), "sample_pairs.device: unknown device 'gpu'"),
     pytest.param("pairs-device-cuda", "sample_pairs", set_param("sample_pairs.device", "cuda"),
                  "sample_pairs.device: device 'cuda'", id="pairs-device-cuda",

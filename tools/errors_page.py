@@ -54,6 +54,7 @@ def _what(node: ast.AST, src: str) -> str:
             "retrained_generator": "the generator changed after the segmenter was trained",
             "stale_link": "the pairs changed after the link was fitted",
             "open_of_other_seeds": "the open-loop tuning file tunes other seeds",
+            "nan_class_means": "`data/class_means.json` holds a NaN",
         }.get(node.id, node.id.replace("_", " "))
     return ""
 
