@@ -265,6 +265,54 @@ def nan_class_means(d: Path) -> None:
     (d / "data/class_means.json").write_text(json.dumps(doc))
 
 
+def _replace_r(d: Path, make) -> None:
+    import h5py
+    with h5py.File(d / "data/pairs.h5", "a") as f:
+        r = f["train"]["r"][:]
+        del f["train"]["r"]
+        f["train"].create_dataset("r", data=make(r))
+
+
+def narrow_r(d: Path) -> None:
+    """Train r one unit narrower than the file's r_dim (and test r)."""
+    _replace_r(d, lambda r: r[:, :-1])
+
+
+def int8_r(d: Path) -> None:
+    """Train r stored as int8 by some other code."""
+    _replace_r(d, lambda r: r.astype(np.int8))
+
+
+def nan_r(d: Path) -> None:
+    """One NaN in train r."""
+    edit_h5("data/pairs.h5", lambda f: f["train"]["r"].__setitem__((0, 0), np.nan))(d)
+
+
+PLUGIN = """
+from linkstyle.models.registry import ClassifierSpec, load_classifier
+
+
+def make(path, mode):
+    clf = load_classifier(ClassifierSpec(path=path))
+    if mode == "wrong_width":
+        clf.n_units += 1  # declares a unit its r does not have
+    else:
+        features = clf.features
+        clf.features = lambda x: features(x) * float("nan")
+    return clf
+"""
+
+
+def plugin_classifier(mode: str):
+    """models.classifier: a plugin wrapping the project's classifier, broken as `mode` says."""
+    def apply(d: Path) -> None:
+        (d / "plugins").mkdir()
+        (d / "plugins" / "bad_clf.py").write_text(PLUGIN)
+        set_param("models.classifier", {"kind": "plugin", "code": "plugins", "factory": "bad_clf:make",
+                                        "path": "data/classifier.pt", "options": {"mode": mode}})(d)
+    return apply
+
+
 # (id, stage, mutation, culprit named in the one error line)
 CASES = [
     # params.yaml itself
@@ -289,6 +337,10 @@ CASES = [
     ("means-nan", "check_models", nan_class_means, "data/class_means.json: class_mean_w has 1 non-finite values"),
     ("means-wrong-shape", "sample_pairs", edit_json("data/class_means.json", class_mean_w=[[0.0, 0.0]]),
      "data/class_means.json: class_mean_w has shape [1, 2] but the generator has"),
+    ("plugin-declares-other-width", "sample_pairs", plugin_classifier("wrong_width"),
+     "models.classifier: the classifier returned r of shape"),
+    ("plugin-returns-nan", "sample_pairs", plugin_classifier("nan"),
+     "models.classifier: the classifier returned"),
     ("pairs-device-gpu", "sample_pairs", set_param("sample_pairs.device", "gpu"), "sample_pairs.device: unknown device 'gpu'"),
     pytest.param("pairs-device-cuda", "sample_pairs", set_param("sample_pairs.device", "cuda"),
                  "sample_pairs.device: device 'cuda'", id="pairs-device-cuda",
@@ -336,6 +388,9 @@ CASES = [
     ("pairs-truncated", "similarity", truncate("data/pairs.h5"), "data/pairs.h5: truncated or not an HDF5 file"),
     ("pairs-corrupt-middle", "fit_link", corrupt_middle("data/pairs.h5"), "data/pairs.h5: "),
     ("pairs-foreign", "tune_units", foreign("data/pairs.h5"), "data/pairs.h5: truncated or not an HDF5 file"),
+    ("pairs-r-narrower-than-r-dim", "fit_link", narrow_r, "data/pairs.h5: train/r has 15 columns but the file's r_dim is 16"),
+    ("pairs-r-int8", "fit_link", int8_r, "data/pairs.h5: train/r is stored as int8"),
+    ("pairs-r-nan", "fit_link", nan_r, "data/pairs.h5: train/r has 1 non-finite values"),
     ("link-missing", "evaluate_link", delete("data/links/ridge.pt"), "data/links/ridge.pt: checkpoint not found"),
     ("link-truncated", "tune_units", truncate("data/links/ridge.pt"), "data/links/ridge.pt: corrupt or unreadable"),
     ("link-is-a-segmenter", "evaluate_link", copy("data/segmenter.pt", "data/links/ridge.pt"),
