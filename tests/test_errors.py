@@ -354,6 +354,8 @@ CASES = [
     ("invariances-too-many-seeds", "invariances", set_param("invariances.n_seeds", 999),
      "invariances.n_seeds: asked for 999 seeds"),
     ("evaluate-batch-0", "evaluate_link", set_param("evaluate_link.batch_size", 0), "evaluate_link.batch_size"),
+    ("evaluate-figure-per-class-0", "evaluate_link", set_param("evaluate_link.n_figure_per_class", 0),
+     "evaluate_link.n_figure_per_class must be >= 1"),
     ("segmenter-model-list", "train_segmenter", set_param("train_segmenter.model", [1, 2]),
      "train_segmenter.model must be a mapping"),
     ("segmenter-labels-bad", "train_segmenter", set_param("train_segmenter.labels", "paint"), "train_segmenter.labels"),
