@@ -36,11 +36,11 @@ def main(units: Path = typer.Option(..., help="unit table CSV (stage analyze_uni
                                                   "stand in for part maps where the generator draws none"),
          params: Path = typer.Option(Path("params.yaml"), help="params file; reads attribute_units, models and fit_link (the link's refit options)")):
     cfg = cli.section(params, "attribute_units", AttributeUnitsConfig)
+    fit_params = cli.section(params, "fit_link", FitLinkParams)
     L = load_linked(cli.section(params, "models.generator", GeneratorSpec),
                     cli.section(params, "models.classifier", ClassifierSpec), link, pairs, "test",
                     ("w", "seed", "label"), resolve_device(cfg.device, f"{params}: attribute_units.device"))
     kind = L.link.kind
-    fit_params = cli.section(params, "fit_link", FitLinkParams)
     link_fit = (kind, getattr(fit_params, kind)) if kind in LINK_KINDS else None
     train_w = load_pairs(pairs, "train", ("w",))["w"] if cfg.sanity_link_pairs else None
     if not units.is_file():

@@ -258,6 +258,61 @@ def stale_link(d: Path) -> None:
         f["test"]["r"][0, 0] += 1.0
 
 
+def nan_class_means(d: Path) -> None:
+    """A class mean that is NaN (json writes and reads NaN)."""
+    doc = json.loads((d / "data/class_means.json").read_text())
+    doc["class_mean_w"][0][0] = float("nan")
+    (d / "data/class_means.json").write_text(json.dumps(doc))
+
+
+def _replace_r(d: Path, make) -> None:
+    import h5py
+    with h5py.File(d / "data/pairs.h5", "a") as f:
+        r = f["train"]["r"][:]
+        del f["train"]["r"]
+        f["train"].create_dataset("r", data=make(r))
+
+
+def narrow_r(d: Path) -> None:
+    """Train r one unit narrower than the file's r_dim (and test r)."""
+    _replace_r(d, lambda r: r[:, :-1])
+
+
+def int8_r(d: Path) -> None:
+    """Train r stored as int8 by some other code."""
+    _replace_r(d, lambda r: r.astype(np.int8))
+
+
+def nan_r(d: Path) -> None:
+    """One NaN in train r."""
+    edit_h5("data/pairs.h5", lambda f: f["train"]["r"].__setitem__((0, 0), np.nan))(d)
+
+
+PLUGIN = """
+from linkstyle.models.registry import ClassifierSpec, load_classifier
+
+
+def make(path, mode):
+    clf = load_classifier(ClassifierSpec(path=path))
+    if mode == "wrong_width":
+        clf.n_units += 1  # declares a unit its r does not have
+    else:
+        features = clf.features
+        clf.features = lambda x: features(x) * float("nan")
+    return clf
+"""
+
+
+def plugin_classifier(mode: str):
+    """models.classifier: a plugin wrapping the project's classifier, broken as `mode` says."""
+    def apply(d: Path) -> None:
+        (d / "plugins").mkdir()
+        (d / "plugins" / "bad_clf.py").write_text(PLUGIN)
+        set_param("models.classifier", {"kind": "plugin", "code": "plugins", "factory": "bad_clf:make",
+                                        "path": "data/classifier.pt", "options": {"mode": mode}})(d)
+    return apply
+
+
 # (id, stage, mutation, culprit named in the one error line)
 CASES = [
     # params.yaml itself
@@ -278,6 +333,14 @@ CASES = [
     ("means-missing", "sample_pairs", delete("data/class_means.json"), "data/class_means.json: class means not found"),
     ("means-other-generator", "train_segmenter", edit_json("data/class_means.json", generator="0123456789abcdef"),
      "data/class_means.json: written for another generator"),
+    ("means-truncated", "sample_pairs", truncate("data/class_means.json"), "data/class_means.json: not valid JSON"),
+    ("means-nan", "check_models", nan_class_means, "data/class_means.json: class_mean_w has 1 non-finite values"),
+    ("means-wrong-shape", "sample_pairs", edit_json("data/class_means.json", class_mean_w=[[0.0, 0.0]]),
+     "data/class_means.json: class_mean_w has shape [1, 2] but the generator has"),
+    ("plugin-declares-other-width", "sample_pairs", plugin_classifier("wrong_width"),
+     "models.classifier: the classifier returned r of shape"),
+    ("plugin-returns-nan", "sample_pairs", plugin_classifier("nan"),
+     "models.classifier: the classifier returned"),
     ("pairs-device-gpu", "sample_pairs", set_param("sample_pairs.device", "gpu"), "sample_pairs.device: unknown device 'gpu'"),
     pytest.param("pairs-device-cuda", "sample_pairs", set_param("sample_pairs.device", "cuda"),
                  "sample_pairs.device: device 'cuda'", id="pairs-device-cuda",
@@ -285,12 +348,19 @@ CASES = [
     ("similarity-per-class-0", "similarity", set_param("similarity.per_class", 0), "similarity.per_class"),
     ("fit-link-unknown-kind", "fit_link", lambda d: None, "--kind: unknown link kind 'lasso'"),
     ("fit-link-cv-1", "fit_link", set_param("fit_link.ridge.cv_folds", 1), "fit_link.ridge.cv_folds must be at least 2"),
+    ("fit-link-use-unknown", "attribute_units", set_param("fit_link.use", "lasso"),
+     "fit_link.use is an unknown link kind 'lasso'"),
+    ("fit-link-use-not-fitted", "attribute_units",
+     lambda d: (set_param("fit_link.kinds", ["ridge"])(d), set_param("fit_link.use", "mlp")(d)),
+     "fit_link.use 'mlp' is not in fit_link.kinds"),
     ("fit-inn-mean-bad", "fit_inn", set_param("fit_inn.mean", "gam"), "fit_inn.mean must be one of mlp, ridge, none"),
     ("fit-inn-no-section", "fit_inn", drop_section("fit_inn"), "params.yaml: no section 'fit_inn'"),
     ("invariances-n-samples-1", "invariances", set_param("invariances.n_samples", 1), "invariances.n_samples must be >= 2"),
     ("invariances-too-many-seeds", "invariances", set_param("invariances.n_seeds", 999),
      "invariances.n_seeds: asked for 999 seeds"),
     ("evaluate-batch-0", "evaluate_link", set_param("evaluate_link.batch_size", 0), "evaluate_link.batch_size"),
+    ("evaluate-figure-per-class-0", "evaluate_link", set_param("evaluate_link.n_figure_per_class", 0),
+     "evaluate_link.n_figure_per_class must be >= 1"),
     ("segmenter-model-list", "train_segmenter", set_param("train_segmenter.model", [1, 2]),
      "train_segmenter.model must be a mapping"),
     ("segmenter-labels-bad", "train_segmenter", set_param("train_segmenter.labels", "paint"), "train_segmenter.labels"),
@@ -325,6 +395,9 @@ CASES = [
     ("pairs-truncated", "similarity", truncate("data/pairs.h5"), "data/pairs.h5: truncated or not an HDF5 file"),
     ("pairs-corrupt-middle", "fit_link", corrupt_middle("data/pairs.h5"), "data/pairs.h5: "),
     ("pairs-foreign", "tune_units", foreign("data/pairs.h5"), "data/pairs.h5: truncated or not an HDF5 file"),
+    ("pairs-r-narrower-than-r-dim", "fit_link", narrow_r, "data/pairs.h5: train/r has 15 columns but the file's r_dim is 16"),
+    ("pairs-r-int8", "fit_link", int8_r, "data/pairs.h5: train/r is stored as int8"),
+    ("pairs-r-nan", "fit_link", nan_r, "data/pairs.h5: train/r has 1 non-finite values"),
     ("link-missing", "evaluate_link", delete("data/links/ridge.pt"), "data/links/ridge.pt: checkpoint not found"),
     ("link-truncated", "tune_units", truncate("data/links/ridge.pt"), "data/links/ridge.pt: corrupt or unreadable"),
     ("link-is-a-segmenter", "evaluate_link", copy("data/segmenter.pt", "data/links/ridge.pt"),
@@ -366,6 +439,9 @@ CASES = [
     ("cf-too-few-test-pairs", "counterfactuals", set_param("counterfactuals.n_seeds", 50),
      "counterfactuals.n_seeds: 50 base samples per pair"),
     ("cf-units-missing", "counterfactuals", delete("reports/units.csv"), "reports/units.csv: not found"),
+    ("cf-units-header-only", "counterfactuals",
+     lambda d: (d / "reports/units.csv").write_text("unit,strongest_part,metric,selectivity\n"),
+     "reports/units.csv: the table has its header but no units"),
     ("motion-pump-without-code", "quantify_motion", set_param("quantify_motion.motion.backend", "pump"),
      "motion.pump_code: not set, and backend 'pump' needs a naver/pump checkout"),
     ("attribution-method-unknown", "attribute_units", set_param("attribute_units.methods", ["lrp", "gradcam"]),
@@ -482,6 +558,8 @@ def test_killed_mid_write_leaves_no_output_and_the_rerun_completes(project, tmp_
     assert not (d / "data/o_world.h5").exists()
     if sig != signal.SIGKILL:  # nothing can clean up after SIGKILL: the next run does
         assert _leftovers(d) == [] and err.strip().splitlines()[-1].startswith("error: ")
+        # true under dvc repro too, which removes a stage's previous outputs before running it
+        assert "nothing of this run was written" in err and "run dvc repro again" in err, err[-2000:]
     set_param("world.n_train_per_class", 12)(d)
     out = _run(d, "world")
     assert out.returncode == 0, out.stderr[-2000:]

@@ -46,6 +46,8 @@ def _what(node: ast.AST, src: str) -> str:
             "edit_json": lambda: f"{a0} edited",
             "edit_h5": lambda: f"{a0} edited",
             "masks": lambda: _masks({k.arg: _lit(k.value) for k in node.keywords}),
+            "plugin_classifier": lambda: {"wrong_width": "a plugin classifier that declares more units than its r has",
+                                          "nan": "a plugin classifier whose r is NaN"}.get(args[0], "a plugin classifier"),
         }
         if name in words:
             return words[name]()
@@ -54,6 +56,10 @@ def _what(node: ast.AST, src: str) -> str:
             "retrained_generator": "the generator changed after the segmenter was trained",
             "stale_link": "the pairs changed after the link was fitted",
             "open_of_other_seeds": "the open-loop tuning file tunes other seeds",
+            "nan_class_means": "`data/class_means.json` holds a NaN",
+            "narrow_r": "`data/pairs.h5` train r narrower than its r_dim",
+            "int8_r": "`data/pairs.h5` train r stored as int8",
+            "nan_r": "`data/pairs.h5` train r holds a NaN",
         }.get(node.id, node.id.replace("_", " "))
     return ""
 

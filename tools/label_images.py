@@ -45,6 +45,9 @@ def main(out: Path = typer.Option(..., help="folder to write the images, samples
          class_means: Path = typer.Option(Path("data/class_means.json"),
                                           help="stage class_means' output; computed here where it is missing"),
          params: Path = typer.Option(Path("params.yaml"), help="reads models.generator and train_segmenter")):
+    # Checked first: 0 would write an empty samples.csv and a negative count fail deep in numpy.
+    if per_class < 1:
+        raise UserError(f"--per-class: must be at least 1 (images of each class to label), got {per_class}")
     if (preset is None) == (labels is None):
         raise UserError("give exactly one of --preset (dogs, fungi, birds, cars) or --labels background,part,...")
     names = list(get_preset(preset, "--preset").part_labels) if preset else [s.strip() for s in labels.split(",")]

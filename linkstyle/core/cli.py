@@ -19,6 +19,7 @@ runtime.pin_arithmetic()
 
 import signal  # noqa: E402
 import sys  # noqa: E402
+import typing  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable, TypeVar  # noqa: E402
 
@@ -40,6 +41,65 @@ def _on_sigterm(signum, frame):  # noqa: ARG001 - the signal module's signature
     raise Terminated()
 
 
+def _exception_families() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, aborts) of click and of the copy of click that newer typer vendors.
+
+    typer >= 0.2x parses the command line with its own `typer._click`, whose exceptions are
+    not click's: catching click's alone lets a missing or unknown option end in a traceback.
+    Either module may be absent or moved in another version, hence the guarded imports.
+    """
+    usage: list[type] = [click.ClickException]
+    aborts: list[type] = [click.exceptions.Abort]
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+        usage.append(TyperClickException)
+    except ImportError:
+        pass
+    try:
+        from typer.exceptions import Abort as TyperAbort
+        aborts.append(TyperAbort)
+    except ImportError:
+        pass
+    return tuple(usage), tuple(aborts)
+
+
+USAGE_ERRORS, ABORTS = _exception_families()
+
+# Under `dvc repro` the stage's previous outputs are gone before it runs (DVC removes them),
+# so "nothing of this run was written" is all an interrupted stage can promise.
+_NOTHING_WRITTEN = ("nothing of this run was written (under dvc repro the stage's previous outputs were "
+                    "removed before it ran: run dvc repro again)")
+INTERRUPTED = f"error: interrupted; {_NOTHING_WRITTEN}"
+TERMINATED = f"error: terminated (SIGTERM); {_NOTHING_WRITTEN}"
+
+
+def _placeholder(fn: Callable, name: str | None) -> str:
+    """`<file>` for a path option of `fn`, `<value>` otherwise: what to type after the option."""
+    try:
+        hint = typing.get_type_hints(fn).get(name or "")
+    except Exception:  # an annotation that does not resolve: the generic word is fine
+        hint = None
+    return "<file>" if hint is not None and isinstance(hint, type) and issubclass(hint, Path) else "<value>"
+
+
+def usage_line(e: Exception, fn: Callable) -> str:
+    """One line `error: <option>: <what is wrong and the fix>` for a command-line usage error."""
+    param = getattr(e, "param", None)
+    opts = [o for o in getattr(param, "opts", None) or () if o.startswith("--")]
+    option = opts[0] if opts else getattr(param, "name", None)
+    name = type(e).__name__
+    if name == "MissingParameter" and option:
+        return f"error: {option}: missing option; pass {option} {_placeholder(fn, getattr(param, 'name', None))}"
+    if name == "NoSuchOption":
+        possible = sorted(getattr(e, "possibilities", None) or ())
+        hint = f"did you mean {' or '.join(possible)}?" if possible else "see --help for the options"
+        return f"error: {getattr(e, 'option_name', '?')}: no such option; {hint}"
+    if option and getattr(e, "message", None):  # a bad value: '--per-class abc'
+        return f"error: {option}: {e.message}; see --help"
+    message = " ".join(e.format_message().split()) if hasattr(e, "format_message") else str(e)
+    return f"error: {message}; see --help"
+
+
 def run(fn: Callable) -> None:
     """Run `fn` as a typer command under the error policy above; never returns."""
     runtime.check_pinned()  # a stage that loaded numpy or torch before this module computes unpinned
@@ -49,23 +109,22 @@ def run(fn: Callable) -> None:
     # Also where SIGINT arrives ignored (background jobs of a non-interactive shell):
     # an explicit `kill -INT` or timeout -s INT must stop the stage, not be dropped.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    interrupted = "error: interrupted; outputs were left as they were"
     try:
         code = app(standalone_mode=False)
         if code == 130:  # typer turns KeyboardInterrupt into Exit(130), returned in this mode
-            print(interrupted, file=sys.stderr)
+            print(INTERRUPTED, file=sys.stderr)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         code = 2
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        print(interrupted, file=sys.stderr)
+    except (KeyboardInterrupt, *ABORTS):
+        print(INTERRUPTED, file=sys.stderr)
         code = 130
     except Terminated:
-        print("error: terminated (SIGTERM); outputs were left as they were", file=sys.stderr)
+        print(TERMINATED, file=sys.stderr)
         code = 143
-    except click.ClickException as e:  # usage errors: a missing or unknown option
-        e.show()
-        code = e.exit_code
+    except USAGE_ERRORS as e:  # a missing or unknown option, a value of the wrong type: bad input
+        print(usage_line(e, fn), file=sys.stderr)
+        code = 2
     except OSError as e:
         err = disk_error(getattr(e, "filename", None) or "output", e)
         if err is None:

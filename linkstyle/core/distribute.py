@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -66,11 +67,23 @@ class BlockTask:
 
 
 def local_workers(cfg: ClusterConfig) -> int:
-    """Workers of a local cluster: as configured, or as many as the cores allow."""
-    if cfg.n_workers >= 0:
-        return cfg.n_workers
+    """Workers of a local cluster: as configured, or as many as the cores allow, and never more.
+
+    More local workers than the cores allow are capped there with a one-line warning rather than
+    rejected: results do not depend on the number of workers, so a params.yaml written for a
+    larger machine still runs (the same bytes) on a smaller one, while every extra process only
+    loads the models again and competes for the same cores (1000 would start 1000 processes).
+    With `cluster.scheduler` set the workers are the scheduler's, so the number is left alone.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // cfg.threads_per_worker)
+    most = max(1, cores // cfg.threads_per_worker)
+    if cfg.n_workers < 0:
+        return most
+    if cfg.n_workers > most and not cfg.scheduler:
+        print(f"warning: cluster.n_workers: {cfg.n_workers} workers x {cfg.threads_per_worker} threads exceed the "
+              f"{cores} cores here; using {most} (set n_workers: -1 to fit the machine)", file=sys.stderr)
+        return most
+    return cfg.n_workers
 
 
 # One task state per worker process: the models stay loaded across blocks.

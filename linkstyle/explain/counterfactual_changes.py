@@ -103,6 +103,10 @@ def read_unit_labels(path: str | os.PathLike) -> pd.DataFrame:
     if missing:
         raise UserError(f"{path}: missing column {missing[0]!r}; it needs {', '.join(UNIT_LABEL_COLUMNS)} "
                         "(rerun dvc repro analyze_units)")
+    # analyze_units writes a row for every tuned unit; a table without rows would label every
+    # moved unit "unlabelled" and still end in success.
+    if table.empty:
+        raise UserError(f"{path}: the table has its header but no units; rerun dvc repro analyze_units")
     return table
 
 

@@ -36,6 +36,8 @@ class CycleConfig:
 
     def __post_init__(self):
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        # Checked here, before any work: 0 divided by zero in the figure, after the metrics were written.
+        check(self.n_figure_per_class >= 1, "n_figure_per_class", "must be >= 1 (test pairs per class in the figure)")
 
 
 def ssim_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -73,6 +73,26 @@ def _hopeless(ok: np.ndarray, cfg: PairsConfig) -> tuple[int, int] | None:
     return None
 
 
+def check_model_output(clf, r: np.ndarray, logits: np.ndarray, class_name: str, seeds: np.ndarray) -> None:
+    """What the classifier returned for a batch is what it declares: r [m, n_units] and logits
+    [m, n_classes], floating point, finite. A plugin's declared sizes are only its word; r that
+    breaks it would be written unchecked and fail much later, far from the cause."""
+    m, where = len(seeds), f"class '{class_name}', seeds {int(seeds[0])}..{int(seeds[-1])}"
+    fix = "fix the classifier of models.classifier (docs/own-models.md: the interface)"
+    for name, a, want in (("r", r, (m, clf.n_units)), ("logits", logits, (m, clf.n_classes))):
+        if tuple(a.shape) != want:
+            declared = "n_units" if name == "r" else "n_classes"
+            raise UserError(f"models.classifier: the classifier returned {name} of shape {list(a.shape)} for {m} images "
+                            f"but declares {declared} = {want[1]} (expected {list(want)}); {fix}")
+        if not np.issubdtype(a.dtype, np.floating):
+            raise UserError(f"models.classifier: the classifier returned {name} as {a.dtype}, expected floating point; "
+                            f"{fix}")
+        bad = int(a.size - np.isfinite(a).sum())
+        if bad:
+            raise UserError(f"models.classifier: the classifier returned {bad} non-finite values (NaN/inf) in {name} "
+                            f"({where}); {fix}, or models.generator if its images are not finite")
+
+
 def sample_split(gen, clf, cfg: PairsConfig, split: str, group, progress: bool = True) -> dict:
     """Stream the pairs of one split into `group`; return per-class acceptance stats.
 
@@ -101,6 +121,7 @@ def sample_split(gen, clf, cfg: PairsConfig, split: str, group, progress: bool =
             m = min(cfg.batch_size, max(need, 1), limit - drawn)
             seeds = base + c * cfg.class_stride + np.arange(drawn, drawn + m, dtype=np.int64)
             w, r, logits = _draw(gen, clf, seeds, c, cfg.psi)
+            check_model_output(clf, r, logits, name, seeds)
             ok = logits.argmax(1) == c if cfg.keep_correct else np.ones(m, bool)
             idx = np.flatnonzero(ok)[: n_keep - kept]
             total_drawn += m
@@ -160,9 +181,45 @@ def load_pairs(path: str | os.PathLike, split: str, fields: tuple[str, ...] = DA
             if have != value:
                 raise UserError(f"{path}: made with {key}={have} but the current one is {value}; "
                                 "rerun dvc repro sample_pairs so pairs match the models")
+        _check_layout(path, f, split, fields)
         out = {k: f[split][k][:] for k in fields}
         out["attrs"] = {k: h5.get_attr(f, k) for k in f.attrs}
     n = {len(v) for k, v in out.items() if k != "attrs"}
     if len(n) != 1:
         raise UserError(f"{path}: datasets of '{split}' have different lengths {sorted(n)}; the file is damaged, rerun dvc repro sample_pairs")
+    for k in FLOAT_DATASETS:
+        if k in fields:
+            _check_finite(path, f"{split}/{k}", out[k])
     return out
+
+
+FLOAT_DATASETS = ("w", "r", "logits")
+_WIDTH_ATTR = {"w": "w_dim", "r": "r_dim"}
+
+
+def _check_layout(path, f, split: str, fields: tuple[str, ...]) -> None:
+    """Dtype and width of each dataset against what sample_pairs writes and the file's own
+    w_dim / r_dim, before anything is read: a pairs file edited or written by other code
+    otherwise fails far from here (a matmul of mismatched widths in fit_link, integer r)."""
+    fix = "rerun dvc repro sample_pairs (add --force if it says nothing changed)"
+    for k in fields:
+        ds = f[split][k]
+        if k in FLOAT_DATASETS:
+            if not np.issubdtype(ds.dtype, np.floating):
+                raise UserError(f"{path}: {split}/{k} is stored as {ds.dtype}, expected floating point; {fix}")
+            if ds.ndim != 2:
+                raise UserError(f"{path}: {split}/{k} has shape {list(ds.shape)}, expected [pairs, dims]; {fix}")
+            want = h5.get_attr(f, _WIDTH_ATTR[k]) if k in _WIDTH_ATTR else None
+            if want is not None and ds.shape[1] != int(want):
+                raise UserError(f"{path}: {split}/{k} has {ds.shape[1]} columns but the file's {_WIDTH_ATTR[k]} "
+                                f"is {int(want)}; {fix}")
+        elif k in ("label", "seed") and not np.issubdtype(ds.dtype, np.integer):
+            raise UserError(f"{path}: {split}/{k} is stored as {ds.dtype}, expected integers; {fix}")
+
+
+def _check_finite(path, name: str, a: np.ndarray, rows: int = 1 << 16) -> None:
+    """No NaN/inf in a float dataset, by blocks of rows (no full-size temporary)."""
+    bad = sum(int(a[i:i + rows].size - np.isfinite(a[i:i + rows]).sum()) for i in range(0, len(a), rows))
+    if bad:
+        raise UserError(f"{path}: {name} has {bad} non-finite values (NaN/inf); the models produced them or the "
+                        "file was edited: check models.generator / models.classifier and rerun dvc repro sample_pairs")

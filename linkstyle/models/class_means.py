@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from linkstyle.core.config import check
+from linkstyle.core.errors import UserError
 from linkstyle.core.io import atomic_path
 from linkstyle.models.generator import Generator
 
@@ -83,6 +84,27 @@ def write_class_means(path: str | os.PathLike, gen: Generator, means: np.ndarray
 
 
 def read_class_means(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
-    with open(path) as f:
-        doc = json.load(f)
-    return np.asarray(doc.pop("class_mean_w"), np.float32), doc
+    """(means [n_classes, w_dim] float32, the rest of the document); a damaged file is a UserError.
+
+    The file is an output of stage class_means that a user can cut (a copy interrupted) or
+    edit; every way it can be unusable ends in one line naming it, never a JSONDecodeError or
+    NaN truncation targets that would poison every image drawn from them.
+    """
+    fix = "run dvc repro class_means (add --force if it says nothing changed)"
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e.__class__.__name__}: {e}); truncated or edited? {fix}") from None
+    if not isinstance(doc, dict) or "class_mean_w" not in doc:
+        raise UserError(f"{path}: no 'class_mean_w' in it, not a class means file; {fix}")
+    try:
+        means = np.asarray(doc.pop("class_mean_w"), np.float32)
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: class_mean_w is not a table of numbers (rows of unequal length?); {fix}") from None
+    if means.ndim != 2 or means.size == 0:
+        raise UserError(f"{path}: class_mean_w has shape {list(means.shape)}, expected [n_classes, w_dim]; {fix}")
+    bad = int((~np.isfinite(means)).sum())
+    if bad:
+        raise UserError(f"{path}: class_mean_w has {bad} non-finite values (NaN or inf); {fix}")
+    return means, doc

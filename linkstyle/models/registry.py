@@ -178,6 +178,11 @@ def class_means_for(path: str | Path, gen: Generator) -> np.ndarray:
     if doc.get("generator") != gen.fingerprint:
         raise UserError(f"{path}: written for another generator (fingerprint {str(doc.get('generator'))[:16]}); "
                         "run dvc repro class_means")
+    # Same fingerprint but another shape: edited by hand, or a generator whose class
+    # selection changed (models.generator.class_indices) after the means were written.
+    if means.shape != (gen.n_classes, gen.w_dim):
+        raise UserError(f"{path}: class_mean_w has shape {list(means.shape)} but the generator has "
+                        f"{gen.n_classes} classes x w_dim {gen.w_dim}; run dvc repro class_means")
     return means
 
 

@@ -106,4 +106,13 @@ def test_local_workers_fill_the_cores():
     cores = len(os.sched_getaffinity(0))
     assert local_workers(ClusterConfig(n_workers=-1, threads_per_worker=1)) == cores
     assert local_workers(ClusterConfig(n_workers=-1, threads_per_worker=cores)) == 1
-    assert local_workers(ClusterConfig(n_workers=3)) == 3
+    assert local_workers(ClusterConfig(n_workers=min(3, cores))) == min(3, cores)
+
+
+def test_local_workers_beyond_the_cores_are_capped_with_a_warning(capsys):
+    cores = len(os.sched_getaffinity(0))
+    assert local_workers(ClusterConfig(n_workers=1000)) == cores
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: cluster.n_workers: 1000 workers") and f"using {cores}" in err[0]
+    assert local_workers(ClusterConfig(n_workers=1000, threads_per_worker=cores + 1)) == 1
+    assert local_workers(ClusterConfig(n_workers=1000, scheduler="tcp://host:8786")) == 1000  # the scheduler's workers

@@ -25,10 +25,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from linkstyle.core.config import check
 from linkstyle.explain.attribution.base import heat as heat_of
 from linkstyle.link.fit import LINK_KINDS
 from linkstyle.explain.attribution.scores import rank_similarity
 from linkstyle.models.attribution_ready import attribution_ready, cascade_layers, randomised
+
+
+def _check_fit_link(self) -> None:
+    """`kinds` and `use` name links that exist and are fitted. dvc.yaml turns `use` into the path
+    data/links/<use>.pt, so an unknown kind would otherwise surface as DVC's missing-file error."""
+    known = ", ".join(LINK_KINDS)
+    for kind in self.kinds:
+        check(kind in LINK_KINDS, "kinds", f"names an unknown link kind {kind!r}; known kinds are {known}")
+    check(self.use in LINK_KINDS, "use", f"is an unknown link kind {self.use!r}; known kinds are {known}")
+    check(self.use in self.kinds, "use", f"{self.use!r} is not in fit_link.kinds {list(self.kinds)}, so no stage "
+          "fits it; add it to kinds or use one of them")
 
 
 # params.yaml `fit_link` as a whole: the refit needs the options of whichever kind the link file
@@ -37,7 +49,7 @@ FitLinkParams = dataclasses.make_dataclass(
     "FitLinkParams",
     [("kinds", tuple[str, ...], dataclasses.field(default=tuple(LINK_KINDS))), ("use", str, dataclasses.field(default="ridge"))]
     + [(kind, spec.config, dataclasses.field(default_factory=spec.config)) for kind, spec in LINK_KINDS.items()],
-    frozen=True)
+    namespace={"__post_init__": _check_fit_link}, frozen=True)
 
 
 class LinkRefit:
