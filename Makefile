@@ -1,6 +1,6 @@
 # Two entry points (see README): `make run` regenerates everything with DVC on the
 # built-in default world, then the results page; `make test` runs the test suite. Both
-# create .venv if missing. `make quick`, `make report`, `make docs` and `make bench` help.
+# create .venv if missing. `make quick`, `make report`, `make docs`, `make spread` and `make bench` help.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch and torchvision pinned together: torchvision's compiled ops must match torch's build
@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # Researchers with another CUDA can create .venv with a matching pair before running make.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test bench env test-tools quick report docs
+.PHONY: run test bench env test-tools quick report docs spread
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,12 @@ quick: $(VENV)/.installed
 	cd $(QUICK) && export PATH="$(abspath $(VENV))/bin:$$PATH" && \
 	  { test -d .dvc || { dvc init -q --no-scm && dvc config core.analytics false; }; } && dvc repro
 	@echo "quick report: $(QUICK)/reports/index.html (python3 tools/open_report.py --page $(QUICK)/reports/index.html)"
+
+# The headline numbers under training seeds 0, 1 and 2: each seed retrains the built-in models
+# in its own scratch copy (.spread/seed-<s>/, ignored by git and DVC) and runs the stages
+# behind the README's numbers; writes reports/spread.json (tools/spread.py says more).
+spread: $(VENV)/.installed
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) tools/spread.py
 
 # Open reports/index.html in a browser, or print its path where there is none.
 report:
