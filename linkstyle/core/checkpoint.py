@@ -7,6 +7,7 @@ never runs pickled code. Any failure to read is a one-line `UserError` naming th
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,13 @@ def save_checkpoint(path: str | os.PathLike, kind: str, config: dict, state_dict
     }
     # Through a file object: given a path, torch.save names the zip's inner folder after the
     # (random) temp file, so the same model would give different bytes and fingerprints.
+    # Serialised in memory first: torch's own writer reports a full disk as a bare
+    # RuntimeError, a plain write raises the OSError (ENOSPC) that atomic_path turns into
+    # one line naming the file.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(payload, f)
+        f.write(buffer.getbuffer())
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str, map_location: str | torch.device = "cpu") -> dict:

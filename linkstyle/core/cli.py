@@ -17,6 +17,8 @@ from linkstyle.core import runtime
 
 runtime.pin_arithmetic()
 
+import functools  # noqa: E402
+import inspect  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import typing  # noqa: E402
@@ -28,7 +30,7 @@ import typer  # noqa: E402
 
 from linkstyle.core.config import from_params  # noqa: E402
 from linkstyle.core.errors import UserError  # noqa: E402
-from linkstyle.core.io import disk_error, read_params  # noqa: E402
+from linkstyle.core.io import check_writable, disk_error, read_params  # noqa: E402
 
 T = TypeVar("T")
 
@@ -100,11 +102,39 @@ def usage_line(e: Exception, fn: Callable) -> str:
     return f"error: {message}; see --help"
 
 
+# By the scripts' convention an output option's help says "to write", "folder for" (a folder
+# of figures) or "for dvc plots"; inputs name the stage that writes them. tests/core/test_cli.py
+# holds every stage's options to it against dvc.yaml's outs.
+_OUTPUT_HELP = ("to write", "folder for", "for dvc plots")
+
+
+def output_options(fn: Callable) -> list[str]:
+    """The names of `fn`'s options that are outputs, by their help text."""
+    out = []
+    for name, param in inspect.signature(fn).parameters.items():
+        help_text = getattr(param.default, "help", None) or ""
+        if any(h in help_text for h in _OUTPUT_HELP):
+            out.append(name)
+    return out
+
+
+def _checking_outputs_first(fn: Callable) -> Callable:
+    """`fn`, but the locations of its outputs are checked for writability before it runs."""
+    outputs = output_options(fn)
+
+    @functools.wraps(fn)
+    def checked(**kwargs):
+        check_writable([Path(kwargs[n]) for n in outputs if kwargs.get(n) is not None])
+        return fn(**kwargs)
+
+    return checked
+
+
 def run(fn: Callable) -> None:
     """Run `fn` as a typer command under the error policy above; never returns."""
     runtime.check_pinned()  # a stage that loaded numpy or torch before this module computes unpinned
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(fn)
+    app.command()(_checking_outputs_first(fn))
     signal.signal(signal.SIGTERM, _on_sigterm)
     # Also where SIGINT arrives ignored (background jobs of a non-interactive shell):
     # an explicit `kill -INT` or timeout -s INT must stop the stage, not be dropped.

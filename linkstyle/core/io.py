@@ -88,6 +88,38 @@ def _temp_beside(path: Path, clean: bool) -> Path:
     return Path(tmp)
 
 
+PROBE_BYTES = 64 * 1024
+
+
+def check_writable(paths: list[Path]) -> None:
+    """Raise the one-line UserError of `disk_error` if any output location cannot take a file.
+
+    Called before a stage starts its work, so a read-only, forbidden or full destination is
+    reported in a second, not after minutes of computing. Each path's nearest existing folder
+    gets a small probe file (written, then removed): that finds what a permission check
+    alone misses (a read-only mount seen by root, a full disk). Enough room for the probe is
+    no promise of room for the output; a disk that fills later still fails at the write,
+    with the same message.
+    """
+    for path in paths:
+        folder = Path(path)
+        while not folder.is_dir() and folder != folder.parent:
+            folder = folder.parent
+        probe = None
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".linkstyle-probe.", suffix=".tmp", dir=folder)
+            with os.fdopen(fd, "wb") as f:
+                f.write(bytes(PROBE_BYTES))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise (disk_error(path, e) or e) from None
+        finally:
+            if probe is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(probe)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only on success.

@@ -49,3 +49,64 @@ def test_usage_error_is_one_line(tmp_path, script, args, line):
 def test_help_still_exits_0(tmp_path):
     out = _run("stages/similarity.py", "--help", cwd=tmp_path)
     assert out.returncode == 0 and "--pairs" in out.stdout, out.stderr[-2000:]
+
+
+def _stage_outputs(stage: dict) -> set[str]:
+    """The paths dvc.yaml says a stage writes (outs, metrics, plots)."""
+    out = set()
+    for key in ("outs", "metrics", "plots"):
+        for item in stage.get(key, []):
+            out.add(next(iter(item)) if isinstance(item, dict) else item)
+    return out
+
+
+def test_output_options_are_exactly_what_dvc_yaml_says_each_stage_writes():
+    # The writability check before a stage's work finds outputs by their help text; this holds
+    # that convention to dvc.yaml, so an output option with other wording cannot slip past.
+    import importlib.util
+    import shlex
+
+    import yaml
+
+    from linkstyle.core.cli import output_options
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    checked = 0
+    for name, stage in stages.items():
+        if "foreach" in stage:
+            stage = stage["do"]
+        words = shlex.split(stage["cmd"].replace("${item}", "ridge").replace("${key}", "ridge"))
+        script = next(w for w in words if w.startswith("stages/"))
+        spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        given = {words[i][2:].replace("-", "_"): words[i + 1] for i in range(len(words) - 1)
+                 if words[i].startswith("--") and not words[i + 1].startswith("--")}
+        written = {given[o] for o in output_options(module.main) if o in given}
+        expected = {p.replace("${item}", "ridge").replace("${key}", "ridge") for p in _stage_outputs(stage)}
+        # A folder option ("folder for" figures) covers the outs under it.
+        def covers(w: str, e: str) -> bool:
+            return e == w or e.startswith(w.rstrip("/") + "/")
+
+        assert all(any(covers(w, e) for w in written) for e in expected), (name, written, expected)
+        assert all(any(covers(w, e) for e in expected) for w in written), (name, written, expected)
+        checked += 1
+    assert checked >= 20
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only tmpfs needs root")
+def test_read_only_output_is_found_before_any_input_is_read(tmp_path):
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (no CAP_SYS_ADMIN)")
+    try:
+        # The input does not exist: an error about the output proves the check came first.
+        out = _run("stages/similarity.py", "--pairs", "missing.h5", "--metrics", f"{mnt}/s.json", "--plot", "p.json",
+                   "--figure", "f.png", cwd=tmp_path)
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert out.stderr.strip().splitlines() == [
+            f"error: {mnt}/s.json: cannot write: read-only file system; write the outputs somewhere writable"]
+        assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob(".linkstyle-probe*"))
+    finally:
+        subprocess.run(["umount", str(mnt)])
