@@ -59,12 +59,19 @@ def target_of(path: str | os.PathLike) -> Path:
     return path.with_name(m.group(1)) if m else path
 
 
-def remove_orphans(path: str | os.PathLike) -> list[Path]:
-    """Delete temp files of `path` left by writers that no longer run; return what was removed."""
+def remove_orphans(path: str | os.PathLike, any_name: bool = False) -> list[Path]:
+    """Delete temp files of `path` left by writers that no longer run; return what was removed.
+
+    any_name: those of every output in `path`'s folder, not only `path`'s. A stage sweeps its
+    output folders so at start: a writer killed with SIGKILL in another stage left temps
+    there that its own next run may never remove (DVC does not rerun a stage that is up to
+    date, and a user may have moved on to other params).
+    """
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[^.]+\.tmp$")
+    name = r"[^/]+" if any_name else re.escape(path.name)
+    pattern = re.compile(rf"^\.{name}\.(\d+)\.[^.]+\.tmp$")
     removed = []
     for p in path.parent.iterdir():
         m = pattern.match(p.name)
@@ -92,7 +99,8 @@ PROBE_BYTES = 64 * 1024
 
 
 def check_writable(paths: list[Path]) -> None:
-    """Raise the one-line UserError of `disk_error` if any output location cannot take a file.
+    """Raise the one-line UserError of `disk_error` if any output location cannot take a file;
+    also remove the temp files that killed writers left in those folders.
 
     Called before a stage starts its work, so a read-only, forbidden or full destination is
     reported in a second, not after minutes of computing. Each path's nearest existing folder
@@ -105,9 +113,11 @@ def check_writable(paths: list[Path]) -> None:
         folder = Path(path)
         while not folder.is_dir() and folder != folder.parent:
             folder = folder.parent
+        remove_orphans(folder / "output", any_name=True)
         probe = None
         try:
-            fd, probe = tempfile.mkstemp(prefix=".linkstyle-probe.", suffix=".tmp", dir=folder)
+            # Named like atomic_path's temps, so a probe of a killed stage is swept like them.
+            fd, probe = tempfile.mkstemp(prefix=f".linkstyle-probe.{os.getpid()}.", suffix=".tmp", dir=folder)
             with os.fdopen(fd, "wb") as f:
                 f.write(bytes(PROBE_BYTES))
                 f.flush()

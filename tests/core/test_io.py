@@ -37,3 +37,15 @@ def test_json_is_sorted_rounded_and_numpy_safe(tmp_path):
     text = (tmp_path / "m.json").read_text()
     assert text.index('"a"') < text.index('"b"')
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": [0, 1], "b": 0.123457, "c": None}
+
+
+def test_check_writable_sweeps_temps_of_dead_writers_from_any_output(tmp_path):
+    from linkstyle.core.io import check_writable
+
+    dead = tmp_path / ".pairs.h5.4194303.x1y2.tmp"  # above the largest pid Linux hands out
+    live = tmp_path / f".pairs.h5.{os.getppid()}.x1y2.tmp"  # the test runner's parent: alive
+    other = tmp_path / "notes.tmp"  # not an atomic_path temp
+    for p in (dead, live, other):
+        p.write_bytes(b"x")
+    check_writable([tmp_path / "reports.json", tmp_path / "new" / "deeper" / "figure.png"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
