@@ -36,9 +36,11 @@ quick: $(VENV)/.installed
 
 # The headline numbers under training seeds 0, 1 and 2: each seed retrains the built-in models
 # in its own scratch copy (.spread/seed-<s>/, ignored by git and DVC) and runs the stages
-# behind the README's numbers; writes reports/spread.json (tools/spread.py says more).
+# behind the README's numbers; writes reports/spread.json (tools/spread.py says more) and
+# the results page's spread section.
 spread: $(VENV)/.installed
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) tools/spread.py
+	$(PY) tools/results_page.py
 
 # Open reports/index.html in a browser, or print its path where there is none.
 report:

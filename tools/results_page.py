@@ -18,7 +18,8 @@ from pathlib import Path
 
 import typer
 
-from linkstyle.core import cli
+from linkstyle.core import cli  # first: it pins the arithmetic before numpy loads
+from linkstyle.analyze.spread import HEADLINES  # noqa: I001
 from linkstyle.core.errors import UserError
 from linkstyle.core.io import atomic_path
 
@@ -311,6 +312,28 @@ def counterfactuals(r: Reports) -> list[str]:
             + _table(["measure", "value", "bar"], rows) + [_source("counterfactuals.json", "counterfactual_units.csv"), ""])
 
 
+def spread(r: Reports) -> list[str]:
+    """Spread over training seeds"""
+    s = r.json("spread.json")["training_seeds"]
+    seeds = [str(x) for x in s["seeds"]]
+    rows = []
+    for name in [h.name for h in HEADLINES if h.name in s["metrics"]]:
+        m = s["metrics"][name]
+        held = ("reported" if "bar" not in m else
+                f">= {m['bar']:g} at every seed ({'yes' if m['holds_at_every_seed'] else '**no**'})")
+        rows.append([m["description"], " / ".join(_f(m["per_seed"][k]) for k in seeds),
+                     f"{_f(m['mean'])} ± {_f(m['std'])}", f"{_f(m['min'])} to {_f(m['max'])}", held])
+    overrides = ", ".join(f"`{o}`" for o in s["overrides"]) or "none"
+    return (["## Spread over training seeds", "",
+             f"The built-in generator, classifier and segmenter retrained under training seeds {', '.join(seeds)} "
+             f"(`make spread`), each followed by the stages behind these numbers; overrides for every seed: "
+             f"{overrides}. Mean ± sample standard deviation over the seeds; a bar holds only if it holds at every "
+             "seed. The numbers measured on the unit sweep (segmenter, motion, transfer, off-target) cover the units "
+             "that the overrides leave, so seed 0's can differ from sections 5, 6 and 8.", ""]
+            + _table(["measure", f"seed {' / '.join(seeds)}", "mean ± std", "range", "bar"], rows)
+            + [_source("spread.json"), ""])
+
+
 def render(reports: Path) -> str:
     r = Reports(reports)
     lines = ["# Results on the built-in world", "",
@@ -326,6 +349,10 @@ def render(reports: Path) -> str:
             lines += part(r)
         except (FileNotFoundError, KeyError) as e:  # a run whose models lack what this section shows
             lines += [f"## {i}. {part.__doc__}", "", f"Not in this run's results (no {e.args[0]}).", ""]
+    try:  # not a section of the report: it comes from several runs (`make spread`)
+        lines += spread(r)
+    except FileNotFoundError:
+        lines += ["## Spread over training seeds", "", "Not measured yet: `make spread` writes reports/spread.json.", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -28,11 +28,15 @@ class Headline:
 
 
 HEADLINES = (
-    Headline("ari_r", "similarity.json", ("ari", "R", "mean"), "ARI of k-means on R with the classes"),
-    Headline("ari_w", "similarity.json", ("ari", "W", "mean"), "ARI of k-means on W with the classes"),
+    Headline("classifier_accuracy", "classifier.json", ("test_accuracy",), "classifier held-out accuracy", bar=0.95),
+    Headline("generated_accuracy_min", "quality.json", ("generated_accuracy_min",),
+             "classifier accuracy on generated samples, worst class", bar=0.9),
+    Headline("ari_r", "similarity.json", ("ari", "R", "mean"), "ARI of k-means on R with the classes", bar=0.9),
+    Headline("ari_w", "similarity.json", ("ari", "W", "mean"), "ARI of k-means on W with the classes", bar=0.9),
     Headline("rsa", "similarity.json", ("rsa_correlation", "W-R", "mean"), "RSA between W and R (correlation)"),
-    Headline("link_r2", "link/{link}.json", ("test_r2",), "held-out R^2 of the link in use"),
-    Headline("cycle_class_agreement", "cycle.json", ("class_agreement",), "cycle r -> w -> image: class kept"),
+    Headline("link_r2", "link/{link}.json", ("test_r2",), "held-out R² of the link in use", bar=0.8),
+    Headline("cycle_class_agreement", "cycle.json", ("class_agreement",), "cycle r -> w -> image: class kept",
+             bar=0.9),
     Headline("cycle_r_correlation", "cycle.json", ("r_correlation", "median"), "cycle: correlation of r and r~"),
     Headline("segmenter_vs_ground_truth", "quantify.json", ("segmenter_vs_ground_truth", "pooled"),
              "segmenter against the generator's part maps, pooled", bar=0.9),
@@ -44,7 +48,8 @@ HEADLINES = (
              "flow against part centroids", bar=0.8),
     Headline("transfer", "tuning.json", ("unit_transfer_median",), "median transfer of the faithful sweep", bar=0.5),
     Headline("off_target", "tuning.json", ("off_target_median",), "median off-target change of the faithful sweep"),
-    Headline("counterfactual_success", "counterfactuals.json", ("success_rate",), "counterfactuals that flip"),
+    Headline("counterfactual_success", "counterfactuals.json", ("success_rate",), "counterfactuals that flip",
+             bar=0.9),
 )
 
 
