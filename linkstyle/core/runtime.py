@@ -44,13 +44,15 @@ PINNED_ENVIRONMENT = {
     "CUBLAS_WORKSPACE_CONFIG": ":4096:8",  # deterministic cuBLAS where torch is asked to be
 }
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-# Speed under load, not arithmetic. OpenMP's threads spin at every barrier by default, so on a
-# busy machine a thread that lost its core holds up the others while they burn theirs:
-# scikit-learn's k-means (many small parallel regions) ran 3.3x slower beside one busy core,
-# 1.3x with passive waits (benchmarks/contention.py). Fewer threads under load would also
-# help, but the thread count decides rounding, so it stays pinned. A value set in the
-# environment wins.
-SCHEDULING_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
+# Speed under load, not arithmetic. OpenMP's threads spin for a while at every barrier, so on
+# a busy machine a thread that lost its core holds up the others while they burn theirs:
+# scikit-learn's k-means (many small parallel regions) ran 3.9x slower beside one busy core.
+# Passive waits (threads sleep at once) bring that to 1.1x but cost about 30% on an idle
+# machine (training: 10.4 s against 13.9 s), so a stage chooses as it starts: passive where
+# other work holds the cores its threads need, OpenMP's default where they are free
+# (`wait_policy`; benchmarks/contention.py). Fewer threads under load would help too, but the
+# thread count decides rounding, so it stays pinned. A policy set in the environment wins.
+WAIT_POLICY_VARIABLE = "OMP_WAIT_POLICY"
 
 
 def pinned() -> bool:
@@ -62,7 +64,7 @@ def pin_arithmetic() -> bool:
     """Hold the CPU maths libraries to AVX2 and a fixed thread count, before they load.
 
     Overrides what the environment says: a pinned run means the same bytes everywhere.
-    Also asks OpenMP for passive waits (SCHEDULING_ENVIRONMENT), pinned or not.
+    Also asks OpenMP for passive waits where the machine is busy (`wait_policy`), pinned or not.
     LINKSTYLE_UNPINNED=1 leaves the environment alone (faster on AVX-512 machines, with
     bytes of this machine only). Returns whether it pinned: where numpy or torch has
     loaded already (a test process, a notebook) it changes nothing, since half a pin (some
@@ -73,8 +75,8 @@ def pin_arithmetic() -> bool:
 
     if any(m in sys.modules for m in ("numpy", "torch")):
         return False
-    for name, value in SCHEDULING_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
+    if WAIT_POLICY_VARIABLE not in os.environ and wait_policy(busy_cores(), os.cpu_count() or 1, cpu_threads()):
+        os.environ[WAIT_POLICY_VARIABLE] = "PASSIVE"
     if not pinned():
         return False
     os.environ.update(PINNED_ENVIRONMENT)
@@ -82,6 +84,33 @@ def pin_arithmetic() -> bool:
     for name in THREAD_VARIABLES:
         os.environ[name] = threads
     return True
+
+
+def busy_cores(sample_s: float = 0.1) -> float | None:
+    """Cores of this machine kept busy by other work over a short sample (Linux /proc/stat; this
+    process sleeps meanwhile); None where that cannot be read."""
+    import time
+
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]  # user .. steal
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
+    try:
+        total0, idle0 = read()
+        time.sleep(sample_s)
+        total1, idle1 = read()
+    except (OSError, ValueError):
+        return None
+    if total1 <= total0:
+        return None
+    return (1.0 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
+def wait_policy(busy: float | None, cores: int, threads: int) -> bool:
+    """Whether a stage's threads should wait passively: when others' work leaves fewer free cores
+    than the stage has threads (a quarter core of slack for sampling noise)."""
+    return busy is not None and busy > cores - threads + 0.25
 
 
 def arithmetic_state() -> dict:

@@ -65,9 +65,9 @@ def _pinned_environment(env: dict) -> dict:
 
     code = ("import json, os\nfrom linkstyle.core import runtime\npinned = runtime.pin_arithmetic()\n"
             "print(json.dumps({'pinned': pinned, **{k: os.environ.get(k) for k in "
-            "[*runtime.PINNED_ENVIRONMENT, *runtime.THREAD_VARIABLES, *runtime.SCHEDULING_ENVIRONMENT]}}))")
+            "[*runtime.PINNED_ENVIRONMENT, *runtime.THREAD_VARIABLES, runtime.WAIT_POLICY_VARIABLE]}}))")
     full = {k: v for k, v in os.environ.items()
-            if k not in ("LINKSTYLE_THREADS", runtime.UNPIN_VARIABLE, *runtime.SCHEDULING_ENVIRONMENT)}
+            if k not in ("LINKSTYLE_THREADS", runtime.UNPIN_VARIABLE, runtime.WAIT_POLICY_VARIABLE)}
     out = subprocess.run([sys.executable, "-c", code], env={**full, **env}, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -76,15 +76,43 @@ def test_pin_overrides_the_environment_and_unpinned_leaves_it():
     user = {k: "user" for k in [*runtime.PINNED_ENVIRONMENT, *runtime.THREAD_VARIABLES]}
     got = _pinned_environment(user)
     assert got.pop("pinned") is True
-    assert got == {**runtime.PINNED_ENVIRONMENT, **{k: str(runtime.PINNED_THREADS) for k in runtime.THREAD_VARIABLES},
-                   **runtime.SCHEDULING_ENVIRONMENT}
+    assert got.pop(runtime.WAIT_POLICY_VARIABLE) in (None, "PASSIVE")  # depends on the machine's load
+    assert got == {**runtime.PINNED_ENVIRONMENT, **{k: str(runtime.PINNED_THREADS) for k in runtime.THREAD_VARIABLES}}
     got = _pinned_environment({**user, runtime.UNPIN_VARIABLE: "1"})
-    assert got.pop("pinned") is False and got.pop("OMP_WAIT_POLICY") == "PASSIVE" and set(got.values()) == {"user"}
+    assert got.pop("pinned") is False and got.pop(runtime.WAIT_POLICY_VARIABLE) in (None, "PASSIVE")
+    assert set(got.values()) == {"user"}
 
 
-def test_passive_waits_unless_the_environment_says_otherwise():
-    # Scheduling only, so pinned or not; a policy the user set is kept.
+def test_a_wait_policy_set_in_the_environment_is_kept():
     assert _pinned_environment({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+@pytest.mark.parametrize("busy, cores, threads, passive", [
+    (0.05, 2, 2, False),   # idle 2-core machine: spin, the faster way
+    (1.0, 2, 2, True),     # one core busy elsewhere: a stage thread would wait for it
+    (0.3, 2, 2, True),
+    (10.0, 16, 2, False),  # 6 cores free for 2 threads
+    (14.5, 16, 2, True),
+    (None, 2, 2, False),   # load unknown (no /proc/stat): OpenMP's default
+])
+def test_passive_waits_only_where_other_work_holds_the_threads_cores(busy, cores, threads, passive):
+    assert runtime.wait_policy(busy, cores, threads) is passive
+
+
+def test_busy_cores_sees_a_busy_loop():
+    import subprocess
+    import sys
+
+    loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        busy = runtime.busy_cores(0.3)
+    finally:
+        loop.kill()
+        loop.wait()
+    assert busy is not None and 0.7 < busy <= (runtime.os.cpu_count() or 1)
 
 
 def test_pin_leaves_a_process_alone_whose_libraries_loaded_first(monkeypatch):
