@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+from typing import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +14,29 @@ import torch
 from linkstyle.models.small_resnet import SmallResNet
 from linkstyle.models.stylegen import StyleGen, StyleGenConfig
 from linkstyle.world.procedural import CLASS_NAMES, PART_NAMES
+
+
+@pytest.fixture()
+def tmpfs(tmp_path) -> Callable[..., Path]:
+    """mount(size, read_only=False) -> a fresh tmpfs folder, unmounted after the test: a full or
+    read-only disk on demand. Skips the test where mounting is not allowed (not root, no
+    CAP_SYS_ADMIN)."""
+    mounted: list[Path] = []
+
+    def mount(size: str, read_only: bool = False) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        mnt = tmp_path / f"tmpfs{len(mounted)}"
+        mnt.mkdir()
+        options = f"{'ro,' if read_only else ''}size={size}"
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True).returncode:
+            pytest.skip("cannot mount a tmpfs here (no CAP_SYS_ADMIN)")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", str(mnt)])
 
 
 @pytest.fixture(scope="session")

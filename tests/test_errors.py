@@ -498,38 +498,24 @@ def test_there_are_at_least_30_cases_covering_every_stage():
     assert len(CASES) >= 30 and stages == set(ARGS)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
-def test_full_disk_is_one_line_and_leaves_nothing(project, tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (no CAP_SYS_ADMIN)")
-    try:
-        for stage, args in (("world", f"--out {mnt}/world.h5"),
-                            ("tune_units", ARGS["tune_units"].replace("data/o_tuning.h5", f"{mnt}/tuning.h5"))):
-            out = subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py"), *args.split()], cwd=project,
-                                 capture_output=True, text=True, env=_env(), timeout=300)
-            lines = out.stderr.strip().splitlines()
-            assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
-            assert "cannot write: no space left on the device" in lines[0] and str(mnt) in lines[0]
-            assert list(mnt.iterdir()) == []
-    finally:
-        subprocess.run(["umount", str(mnt)])
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only tmpfs needs root")
-def test_read_only_output_folder_is_one_line(project, tmp_path):
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (no CAP_SYS_ADMIN)")
-    try:
-        out = subprocess.run([sys.executable, str(ROOT / "stages" / "world.py"), "--out", f"{mnt}/world.h5"], cwd=project, capture_output=True, text=True, env=_env(), timeout=300)
+def test_full_disk_is_one_line_and_leaves_nothing(project, tmpfs):
+    mnt = tmpfs("4m")
+    for stage, args in (("world", f"--out {mnt}/world.h5"),
+                        ("tune_units", ARGS["tune_units"].replace("data/o_tuning.h5", f"{mnt}/tuning.h5"))):
+        out = subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py"), *args.split()], cwd=project,
+                             capture_output=True, text=True, env=_env(), timeout=300)
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
-        assert "read-only file system" in lines[0] and str(mnt) in lines[0]
-    finally:
-        subprocess.run(["umount", str(mnt)])
+        assert "cannot write: no space left on the device" in lines[0] and str(mnt) in lines[0]
+        assert list(mnt.iterdir()) == []
+
+
+def test_read_only_output_folder_is_one_line(project, tmpfs):
+    mnt = tmpfs("1m", read_only=True)
+    out = subprocess.run([sys.executable, str(ROOT / "stages" / "world.py"), "--out", f"{mnt}/world.h5"], cwd=project, capture_output=True, text=True, env=_env(), timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
+    assert "read-only file system" in lines[0] and str(mnt) in lines[0]
 
 
 # ----------------------------------------------------------------------------- signals

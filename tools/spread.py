@@ -80,9 +80,8 @@ def _dvc(args: list[str], cwd: Path, log=None) -> None:
         raise UserError("dvc not found: run this with the project's environment (`make spread`, or .venv/bin/python)")
     done = subprocess.run([dvc, *args], cwd=cwd, stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if done.returncode != 0:
-        tail = (done.stdout or "").strip().splitlines()[-1:] if log is None else []
-        hint = f"; see {log.name}" if log is not None else (f": {tail[0]}" if tail else "")
-        raise UserError(f"dvc {' '.join(args)} failed in {cwd}{hint}")
+        why = f"see {log.name}" if log is not None else (done.stdout.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"dvc {' '.join(args)} failed in {cwd}: {why}")
 
 
 def prepare(copy: Path, params: dict, cache: Path) -> None:
@@ -136,7 +135,10 @@ def main(seeds: list[int] = typer.Option([0, 1, 2], "--seeds", help="training se
         total = (float(spent.read_text()) if spent.is_file() else 0.0) + time.perf_counter() - t0
         spent.write_text(f"{total:.1f}\n")
         seconds[str(seed)] = round(total, 1)
-        per_seed[seed] = headline_metrics(copy / "reports", link)
+        try:
+            per_seed[seed] = headline_metrics(copy / "reports", link)
+        except (FileNotFoundError, KeyError) as e:  # a stage that wrote less than its code says
+            raise UserError(f"seed {seed}: {e.args[0]}; rerun with the copy deleted ({copy})") from None
         print(f"seed {seed}: {seconds[str(seed)]:.0f} s; " +
               ", ".join(f"{k} {v:.3f}" for k, v in per_seed[seed].items()), flush=True)
     summary = spread_summary(per_seed)

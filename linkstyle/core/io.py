@@ -59,21 +59,20 @@ def target_of(path: str | os.PathLike) -> Path:
     return path.with_name(m.group(1)) if m else path
 
 
-def remove_orphans(path: str | os.PathLike, any_name: bool = False) -> list[Path]:
-    """Delete temp files of `path` left by writers that no longer run; return what was removed.
+def remove_orphans(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Delete the temp files in `folder` left by writers that no longer run (of output `name`
+    only, or of every output); return what was removed.
 
-    any_name: those of every output in `path`'s folder, not only `path`'s. A stage sweeps its
-    output folders so at start: a writer killed with SIGKILL in another stage left temps
-    there that its own next run may never remove (DVC does not rerun a stage that is up to
-    date, and a user may have moved on to other params).
+    A stage sweeps its output folders so at start (`check_writable`): a writer killed with
+    SIGKILL in another stage left temps there that its own next run may never remove (DVC
+    does not rerun a stage that is up to date, and a user may have moved on to other params).
     """
-    path = Path(path)
-    if not path.parent.is_dir():
+    folder = Path(folder)
+    if not folder.is_dir():
         return []
-    name = r"[^/]+" if any_name else re.escape(path.name)
-    pattern = re.compile(rf"^\.{name}\.(\d+)\.[^.]+\.tmp$")
+    pattern = re.compile(rf"^\.{re.escape(name) if name else '[^/]+'}\.(\d+)\.[^.]+\.tmp$")
     removed = []
-    for p in path.parent.iterdir():
+    for p in folder.iterdir():
         m = pattern.match(p.name)
         if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
             with contextlib.suppress(OSError):
@@ -83,11 +82,11 @@ def remove_orphans(path: str | os.PathLike, any_name: bool = False) -> list[Path
 
 
 def _temp_beside(path: Path, clean: bool) -> Path:
-    """A new empty temp file beside `path`, named so `remove_orphans(path)` finds it if left behind."""
+    """A new empty temp file beside `path`, named so `remove_orphans` finds it if left behind."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if clean:
-            remove_orphans(path)
+            remove_orphans(path.parent, path.name)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
     except OSError as e:
@@ -113,7 +112,7 @@ def check_writable(paths: list[Path]) -> None:
         folder = Path(path)
         while not folder.is_dir() and folder != folder.parent:
             folder = folder.parent
-        remove_orphans(folder / "output", any_name=True)
+        remove_orphans(folder)
         probe = None
         try:
             # Named like atomic_path's temps, so a probe of a killed stage is swept like them.

@@ -94,19 +94,12 @@ def test_output_options_are_exactly_what_dvc_yaml_says_each_stage_writes():
     assert checked >= 20
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only tmpfs needs root")
-def test_read_only_output_is_found_before_any_input_is_read(tmp_path):
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (no CAP_SYS_ADMIN)")
-    try:
-        # The input does not exist: an error about the output proves the check came first.
-        out = _run("stages/similarity.py", "--pairs", "missing.h5", "--metrics", f"{mnt}/s.json", "--plot", "p.json",
-                   "--figure", "f.png", cwd=tmp_path)
-        assert out.returncode == 2, out.stderr[-2000:]
-        assert out.stderr.strip().splitlines() == [
-            f"error: {mnt}/s.json: cannot write: read-only file system; write the outputs somewhere writable"]
-        assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob(".linkstyle-probe*"))
-    finally:
-        subprocess.run(["umount", str(mnt)])
+def test_read_only_output_is_found_before_any_input_is_read(tmp_path, tmpfs):
+    mnt = tmpfs("1m", read_only=True)
+    # The input does not exist: an error about the output proves the check came first.
+    out = _run("stages/similarity.py", "--pairs", "missing.h5", "--metrics", f"{mnt}/s.json", "--plot", "p.json",
+               "--figure", "f.png", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [
+        f"error: {mnt}/s.json: cannot write: read-only file system; write the outputs somewhere writable"]
+    assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob(".linkstyle-probe*"))
